@@ -1,0 +1,101 @@
+import { envSchema } from 'env-schema'
+import { Type, type Static } from '@sinclair/typebox'
+
+// Every setting, once: validation, defaults and the TypeScript type come from this schema.
+// env-schema is the validator behind @fastify/env; it is called directly because some
+// settings (TRUST_PROXY, LOG_LEVEL) must be known before the Fastify instance exists.
+const Seconds = (def: number, description: string) =>
+  Type.Integer({ minimum: 1, maximum: 31_536_000, default: def, description })
+
+export const ConfigSchema = Type.Object({
+  NODE_ENV: Type.String({ default: 'development' }),
+  HOST: Type.String({ default: '0.0.0.0', minLength: 1 }),
+  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 5000 }),
+  LOG_LEVEL: Type.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
+    { default: 'info' }
+  ),
+  TRUST_PROXY: Type.String({ default: 'false', description: 'false, true, a hop count, or a comma-separated list of proxy addresses/CIDRs' }),
+
+  DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
+  DB_POOL_MAX: Type.Integer({ minimum: 1, maximum: 1000, default: 10 }),
+  DB_CONNECT_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 60_000, default: 3000 }),
+  DB_STATEMENT_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 600_000, default: 5000 }),
+  DATA_DIR: Type.String({ default: './data', minLength: 1 }),
+  MIGRATE_ON_START: Type.Boolean({ default: true }),
+
+  JWT_SECRET_KEY: Type.Optional(Type.String()),
+  JWT_ISSUER: Type.String({ default: 'auth-service', minLength: 1 }),
+  JWT_AUDIENCE: Type.Optional(Type.String({ minLength: 1 })),
+  JWT_ACCESS_TTL: Seconds(900, 'access token lifetime'),
+  JWT_REFRESH_TTL: Seconds(2_592_000, 'refresh token and idle session lifetime'),
+  REFRESH_TOKEN_ROTATION: Type.Boolean({ default: true }),
+  REFRESH_REUSE_GRACE: Type.Integer({ minimum: 0, maximum: 300, default: 0 }),
+
+  PASSWORD_MIN_LENGTH: Type.Integer({ minimum: 1, maximum: 1024, default: 8 }),
+  ARGON2_MEMORY_KIB: Type.Integer({ minimum: 1024, maximum: 1_048_576, default: 19_456 }),
+  ARGON2_ITERATIONS: Type.Integer({ minimum: 1, maximum: 20, default: 2 }),
+  ARGON2_PARALLELISM: Type.Integer({ minimum: 1, maximum: 16, default: 1 })
+})
+
+export type Config = Static<typeof ConfigSchema>
+
+export class ConfigError extends Error {}
+
+const MIN_SECRET_BYTES = 32
+
+/**
+ * Validates settings (process.env by default) and returns the typed config.
+ * Throws ConfigError with one line naming the variable and why.
+ */
+export function loadConfig (env: Record<string, string | undefined> = process.env, opts: { dotenv?: boolean } = {}): Config {
+  // An empty value (`FOO=` copied from .env.example) means "unset".
+  const data = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''))
+  let config: Config
+  try {
+    config = envSchema<Config>({
+      schema: structuredClone(ConfigSchema),
+      data,
+      env: false,
+      dotenv: opts.dotenv ?? false
+    })
+  } catch (err) {
+    const first = (err as { errors?: Array<{ instancePath: string, message?: string, params?: Record<string, unknown> }> }).errors?.[0]
+    if (first === undefined) throw err
+    const name = first.instancePath.replace(/^\//, '') || String(first.params?.missingProperty ?? 'settings')
+    throw new ConfigError(`${name}: ${first.message ?? 'invalid value'} (got ${JSON.stringify(data[name] ?? null)})`)
+  }
+
+  if (config.JWT_SECRET_KEY !== undefined && Buffer.byteLength(config.JWT_SECRET_KEY) < MIN_SECRET_BYTES) {
+    throw new ConfigError(`JWT_SECRET_KEY: must be at least ${MIN_SECRET_BYTES} bytes; generate one with: openssl rand -base64 48`)
+  }
+  if (config.NODE_ENV === 'production') {
+    if (config.DATABASE_URL === undefined) {
+      throw new ConfigError('DATABASE_URL: required when NODE_ENV=production (the embedded database is for development)')
+    }
+    if (config.JWT_SECRET_KEY === undefined) {
+      throw new ConfigError('JWT_SECRET_KEY: required when NODE_ENV=production; generate one with: openssl rand -base64 48')
+    }
+  }
+  if (config.JWT_ACCESS_TTL > config.JWT_REFRESH_TTL) {
+    throw new ConfigError('JWT_ACCESS_TTL: must not be longer than JWT_REFRESH_TTL')
+  }
+  trustProxy(config) // validates the value
+  return config
+}
+
+/** TRUST_PROXY as Fastify's trustProxy option. */
+export function trustProxy (config: Config): boolean | string[] | ((address: string, hop: number) => boolean) {
+  const v = config.TRUST_PROXY.trim().toLowerCase()
+  if (v === 'false') return false
+  if (v === 'true') return true
+  if (/^\d+$/.test(v)) {
+    const hops = Number(v) // trust this many proxies in front of the service
+    return (_address, hop) => hop < hops
+  }
+  const list = v.split(',').map((s) => s.trim()).filter(Boolean)
+  if (list.length === 0 || list.some((s) => !/^[0-9a-f.:/]+$/.test(s))) {
+    throw new ConfigError(`TRUST_PROXY: expected false, true, a hop count or a comma-separated list of addresses (got ${JSON.stringify(config.TRUST_PROXY)})`)
+  }
+  return list
+}

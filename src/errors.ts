@@ -1,0 +1,104 @@
+import { STATUS_CODES } from 'node:http'
+import type { FastifyError, FastifyInstance } from 'fastify'
+
+export type ErrorCode =
+  | 'VALIDATION_FAILED' | 'EMAIL_TAKEN' | 'INVALID_CREDENTIALS'
+  | 'TOKEN_MISSING' | 'TOKEN_INVALID' | 'TOKEN_EXPIRED' | 'TOKEN_REVOKED'
+  | 'RATE_LIMITED' | 'PAYLOAD_TOO_LARGE' | 'UNSUPPORTED_MEDIA_TYPE' | 'NOT_FOUND'
+  | 'SERVICE_UNAVAILABLE' | 'INTERNAL'
+
+/** An error meant for the client: its status, code and message are sent as they are. */
+export class AppError extends Error {
+  constructor (
+    readonly statusCode: number,
+    readonly code: ErrorCode,
+    message: string,
+    readonly headers: Record<string, string> = {}
+  ) {
+    super(message)
+  }
+}
+
+export const validationFailed = (message: string) => new AppError(400, 'VALIDATION_FAILED', message)
+export const invalidCredentials = () => new AppError(401, 'INVALID_CREDENTIALS', 'Invalid email or password')
+export const tokenError = (code: 'TOKEN_MISSING' | 'TOKEN_INVALID' | 'TOKEN_EXPIRED' | 'TOKEN_REVOKED', message: string) =>
+  new AppError(401, code, message)
+export const unavailable = (message: string, retryAfter = 5) =>
+  new AppError(503, 'SERVICE_UNAVAILABLE', message, { 'retry-after': String(retryAfter) })
+
+// Errors from pg that mean "the database cannot be reached right now": answered 503, not 500.
+const DB_UNAVAILABLE_CODES = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE',
+  '57P01', '57P02', '57P03', // admin shutdown, crash shutdown, cannot connect now
+  '53300', // too many connections
+  '57014', // statement timeout
+  '08000', '08001', '08003', '08004', '08006'
+])
+const DB_UNAVAILABLE_MESSAGES = /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Connection is closed|connect ECONNREFUSED/i
+
+export function isDatabaseUnavailable (err: { code?: unknown, message?: unknown }): boolean {
+  return (typeof err.code === 'string' && DB_UNAVAILABLE_CODES.has(err.code)) ||
+    (typeof err.message === 'string' && DB_UNAVAILABLE_MESSAGES.test(err.message))
+}
+
+function toAppError (err: FastifyError): AppError | undefined {
+  if (err instanceof AppError) return err
+  if (err.validation !== undefined) return validationFailed(err.message)
+  switch (err.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new AppError(413, 'PAYLOAD_TOO_LARGE', 'Request body is larger than 16 KiB')
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new AppError(415, 'UNSUPPORTED_MEDIA_TYPE', 'Send the body as application/json')
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return validationFailed('Request body is empty; send a JSON object')
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return validationFailed('Request body is not valid JSON')
+  }
+  if (isDatabaseUnavailable(err)) return unavailable('Database unavailable; retry shortly')
+  const status = err.statusCode ?? 500
+  // Other client errors raised by Fastify itself (bad content-length, malformed JSON, ...).
+  if (status >= 400 && status < 500) {
+    if (status === 404) return new AppError(404, 'NOT_FOUND', 'Not found')
+    if (status === 413) return new AppError(413, 'PAYLOAD_TOO_LARGE', 'Request body is too large')
+    if (status === 415) return new AppError(415, 'UNSUPPORTED_MEDIA_TYPE', 'Send the body as application/json')
+    return new AppError(status === 400 ? 400 : status, 'VALIDATION_FAILED', err.message)
+  }
+  return undefined
+}
+
+/** The one error handler: every error leaves as { statusCode, error, code, message }. */
+export function registerErrorHandler (app: FastifyInstance): void {
+  app.setErrorHandler((err: FastifyError, request, reply) => {
+    let appErr = toAppError(err)
+    if (appErr === undefined) {
+      // Unknown failure: log it whole, answer without details (no stack, SQL or driver text).
+      request.log.error({ err }, 'request failed')
+      appErr = new AppError(500, 'INTERNAL', `Internal error (request id ${request.id})`)
+    } else if (appErr.statusCode >= 500) {
+      request.log.warn({ err: { code: err.code, message: err.message } }, appErr.message)
+    }
+    if (appErr.statusCode === 401) {
+      reply.header('www-authenticate', appErr.code === 'TOKEN_MISSING' || appErr.code === 'INVALID_CREDENTIALS'
+        ? 'Bearer'
+        : 'Bearer error="invalid_token"')
+    }
+    return reply
+      .code(appErr.statusCode)
+      .headers(appErr.headers)
+      .send({
+        statusCode: appErr.statusCode,
+        error: STATUS_CODES[appErr.statusCode] ?? 'Error',
+        code: appErr.code,
+        message: appErr.message
+      })
+  })
+
+  app.setNotFoundHandler((request, reply) => {
+    return reply.code(404).send({
+      statusCode: 404,
+      error: 'Not Found',
+      code: 'NOT_FOUND',
+      message: `Route ${request.method} ${request.url.split('?')[0]} not found`
+    })
+  })
+}

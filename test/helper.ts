@@ -1,0 +1,96 @@
+import { randomBytes, randomUUID } from 'node:crypto'
+import { Writable } from 'node:stream'
+import pg from 'pg'
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
+import { buildApp } from '../src/app.js'
+import { loadConfig } from '../src/config.js'
+
+// The PostgreSQL server tests run against; each test file makes its own database on it and drops it.
+export const ADMIN_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
+export const SECRET = 'test-secret-that-is-long-enough-0123456789'
+export const PASSWORD = 'correct horse battery staple'
+
+interface TapLike { teardown: (fn: () => unknown) => void }
+
+export async function withAdmin<T> (fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: ADMIN_URL })
+  await client.connect()
+  try {
+    return await fn(client)
+  } finally {
+    await client.end()
+  }
+}
+
+/** A fresh, empty database for this test file, dropped when the file's tests end. */
+export async function createDatabase (t: TapLike): Promise<string> {
+  const name = `auth_test_${process.pid}_${randomBytes(4).toString('hex')}`
+  await withAdmin(async (c) => await c.query(`CREATE DATABASE ${name}`))
+  t.teardown(async () => await withAdmin(async (c) => await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)))
+  const url = new URL(ADMIN_URL)
+  url.pathname = '/' + name
+  return url.toString()
+}
+
+/** Settings for a test app: the production loader, with the test's database and secret. */
+export function testEnv (databaseUrl: string, env: Record<string, string> = {}): Record<string, string> {
+  return { DATABASE_URL: databaseUrl, JWT_SECRET_KEY: SECRET, LOG_LEVEL: 'silent', ...env }
+}
+
+/** Builds the app exactly as server.ts does (same loader, same buildApp), closed at teardown. */
+export async function build (t: TapLike, databaseUrl: string, env: Record<string, string> = {}, logStream?: NodeJS.WritableStream): Promise<FastifyInstance> {
+  const app = await buildApp(loadConfig(testEnv(databaseUrl, env)), logStream !== undefined ? { logStream } : {})
+  t.teardown(async () => await app.close())
+  await app.ready()
+  return app
+}
+
+/** A log sink that keeps every line, for tests that read what would be logged. */
+export function logSink (): { stream: Writable, lines: string[] } {
+  const lines: string[] = []
+  const stream = new Writable({
+    write (chunk, _enc, cb) {
+      lines.push(...String(chunk).split('\n').filter(Boolean))
+      cb()
+    }
+  })
+  return { stream, lines }
+}
+
+export const uniqueEmail = (prefix = 'user'): string => `${prefix}-${randomUUID()}@example.com`
+
+export async function signUp (app: FastifyInstance, fields: { name?: string, email?: string, password?: string } = {}) {
+  const body = { name: 'Test User', email: uniqueEmail(), password: PASSWORD, ...fields }
+  const res = await app.inject({ method: 'POST', url: '/auth/sign-up', payload: body })
+  if (res.statusCode !== 201) throw new Error(`sign-up failed: ${res.statusCode} ${res.body}`)
+  return { ...body, id: res.json().user.id as string }
+}
+
+export interface Session {
+  access_token: string
+  refresh_token: string
+  user: { id: string, username: string }
+}
+
+export async function signIn (app: FastifyInstance, email: string, password = PASSWORD, headers: Record<string, string> = {}): Promise<Session> {
+  const res = await app.inject({ method: 'POST', url: '/auth/sign-in', payload: { email, password }, headers })
+  if (res.statusCode !== 200) throw new Error(`sign-in failed: ${res.statusCode} ${res.body}`)
+  return res.json()
+}
+
+/** A new user, signed in. */
+export async function newSession (app: FastifyInstance): Promise<Session & { email: string }> {
+  const user = await signUp(app)
+  return { ...await signIn(app, user.email), email: user.email }
+}
+
+export const bearer = (token: string) => ({ authorization: `Bearer ${token}` })
+
+export async function refresh (app: FastifyInstance, token: string): Promise<LightMyRequestResponse> {
+  return await app.inject({ method: 'POST', url: '/auth/refresh', headers: bearer(token) })
+}
+
+/** The claims of a JWT, without verifying it (tests inspect what the service issued). */
+export function claimsOf (token: string): Record<string, unknown> {
+  return JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString())
+}
