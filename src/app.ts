@@ -67,6 +67,12 @@ export async function buildApp (config: Config, opts: BuildOptions = {}): Promis
 
   app.addHook('onRequest', async (request, reply) => { reply.header('x-request-id', request.id) })
 
+  // While shutting down, answers to requests still in flight close their keep-alive
+  // connection, so that the server can finish closing instead of waiting on idle clients.
+  let closing = false
+  app.addHook('preClose', async () => { closing = true })
+  app.addHook('onSend', async (_request, reply) => { if (closing) reply.header('connection', 'close') })
+
   // JSON only. An empty body is allowed through (the original refresh call sends
   // `Content-Type: application/json` with no body); routes that need a body reject it.
   const parseJson = app.getDefaultJsonParser('error', 'error')

@@ -1,0 +1,81 @@
+import t from 'tap'
+import { ConfigError, loadConfig, trustProxy } from '../src/config.js'
+
+const base = { DATABASE_URL: 'postgres://u@127.0.0.1:5432/db', JWT_SECRET_KEY: 'k'.repeat(32) }
+
+t.test('defaults follow the contract', async (t) => {
+  const c = loadConfig(base)
+  t.match(c, {
+    HOST: '0.0.0.0',
+    PORT: 5000,
+    JWT_ISSUER: 'auth-service',
+    JWT_ACCESS_TTL: 900,
+    JWT_REFRESH_TTL: 2592000,
+    REFRESH_TOKEN_ROTATION: true,
+    REFRESH_REUSE_GRACE: 0,
+    PASSWORD_MIN_LENGTH: 8,
+    ARGON2_MEMORY_KIB: 19456,
+    ARGON2_ITERATIONS: 2,
+    ARGON2_PARALLELISM: 1,
+    MIGRATE_ON_START: true,
+    DATA_DIR: './data',
+    LOG_LEVEL: 'info'
+  })
+  t.equal(c.JWT_AUDIENCE, undefined)
+})
+
+t.test('values from the environment are parsed to their types', async (t) => {
+  const c = loadConfig({ ...base, PORT: '8080', REFRESH_TOKEN_ROTATION: 'false', JWT_AUDIENCE: 'api', DB_POOL_MAX: '4' })
+  t.equal(c.PORT, 8080)
+  t.equal(c.REFRESH_TOKEN_ROTATION, false)
+  t.equal(c.JWT_AUDIENCE, 'api')
+  t.equal(c.DB_POOL_MAX, 4)
+})
+
+t.test('an empty value means unset', async (t) => {
+  t.equal(loadConfig({ ...base, JWT_AUDIENCE: '', PORT: '' }).PORT, 5000)
+})
+
+t.test('a bad setting → one line naming the variable and why', async (t) => {
+  const cases: Array<[Record<string, string>, string]> = [
+    [{ PORT: 'eighty' }, 'PORT'],
+    [{ PORT: '70000' }, 'PORT'],
+    [{ JWT_ACCESS_TTL: '0' }, 'JWT_ACCESS_TTL'],
+    [{ REFRESH_TOKEN_ROTATION: 'maybe' }, 'REFRESH_TOKEN_ROTATION'],
+    [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
+    [{ DATABASE_URL: 'mysql://x' }, 'DATABASE_URL'],
+    [{ JWT_SECRET_KEY: 'short' }, 'JWT_SECRET_KEY'],
+    [{ TRUST_PROXY: 'some proxy' }, 'TRUST_PROXY'],
+    [{ JWT_ACCESS_TTL: '100', JWT_REFRESH_TTL: '50' }, 'JWT_ACCESS_TTL']
+  ]
+  for (const [env, name] of cases) {
+    t.throws(() => loadConfig({ ...base, ...env }), ConfigError, name)
+    try {
+      loadConfig({ ...base, ...env })
+    } catch (err) {
+      const msg = (err as Error).message
+      t.ok(msg.startsWith(`${name}:`), `${msg} names ${name}`)
+      t.notMatch(msg, /\n/, 'one line')
+    }
+  }
+})
+
+t.test('a short secret is refused with a hint on making one; 32 UTF-8 bytes pass', async (t) => {
+  t.throws(() => loadConfig({ ...base, JWT_SECRET_KEY: 'x'.repeat(31) }), { message: /at least 32 bytes.*openssl rand/ })
+  t.ok(loadConfig({ ...base, JWT_SECRET_KEY: 'é'.repeat(16) }), '16 × 2-byte characters = 32 bytes')
+})
+
+t.test('NODE_ENV=production refuses to start without DATABASE_URL or a signing key', async (t) => {
+  t.throws(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET_KEY: base.JWT_SECRET_KEY }), { message: /^DATABASE_URL:/ })
+  t.throws(() => loadConfig({ NODE_ENV: 'production', DATABASE_URL: base.DATABASE_URL }), { message: /^JWT_SECRET_KEY:/ })
+  t.ok(loadConfig({ NODE_ENV: 'production', ...base }))
+})
+
+t.test('TRUST_PROXY accepts false, true, a hop count or a list of addresses', async (t) => {
+  t.equal(trustProxy(loadConfig(base)), false)
+  t.equal(trustProxy(loadConfig({ ...base, TRUST_PROXY: 'true' })), true)
+  const hops = trustProxy(loadConfig({ ...base, TRUST_PROXY: '1' })) as (a: string, i: number) => boolean
+  t.equal(hops('127.0.0.1', 0), true)
+  t.equal(hops('127.0.0.1', 1), false)
+  t.same(trustProxy(loadConfig({ ...base, TRUST_PROXY: '127.0.0.1, 10.0.0.0/8' })), ['127.0.0.1', '10.0.0.0/8'])
+})

@@ -1,0 +1,138 @@
+import net from 'node:net'
+import t from 'tap'
+import { build, createDatabase, logSink, PASSWORD, uniqueEmail } from './helper.js'
+
+const databaseUrl = await createDatabase(t)
+const app = await build(t, databaseUrl)
+
+const ERROR_KEYS = ['code', 'error', 'message', 'statusCode']
+
+t.test('malformed JSON, an empty JSON body and a non-object JSON value → 400 VALIDATION_FAILED', async (t) => {
+  for (const payload of ['{"name":', '', '[]', '"a string"', 'null', '42']) {
+    const res = await app.inject({ method: 'POST', url: '/auth/sign-up', headers: { 'content-type': 'application/json' }, payload })
+    t.equal(res.statusCode, 400, JSON.stringify(payload))
+    t.equal(res.json().code, 'VALIDATION_FAILED')
+    t.same(Object.keys(res.json()).sort(), ERROR_KEYS)
+  }
+})
+
+t.test('a body of exactly 16384 bytes is accepted; one byte more → 413 PAYLOAD_TOO_LARGE', async (t) => {
+  const base = JSON.stringify({ name: 'Big', email: uniqueEmail(), password: PASSWORD, pad: '' })
+  const exact = base.replace('"pad":""', `"pad":"${'x'.repeat(16384 - base.length)}"`)
+  t.equal(Buffer.byteLength(exact), 16384)
+  const ok = await app.inject({ method: 'POST', url: '/auth/sign-up', headers: { 'content-type': 'application/json' }, payload: exact })
+  t.equal(ok.statusCode, 201)
+  const over = exact.replace('"pad":"', '"pad":"x')
+  const res = await app.inject({ method: 'POST', url: '/auth/sign-up', headers: { 'content-type': 'application/json' }, payload: over })
+  t.equal(res.statusCode, 413)
+  t.equal(res.json().code, 'PAYLOAD_TOO_LARGE')
+})
+
+t.test('a non-JSON body → 415 UNSUPPORTED_MEDIA_TYPE', async (t) => {
+  for (const type of ['text/plain', 'application/x-www-form-urlencoded', 'application/xml']) {
+    const res = await app.inject({ method: 'POST', url: '/auth/sign-in', headers: { 'content-type': type }, payload: 'email=a&password=b' })
+    t.equal(res.statusCode, 415, type)
+    t.equal(res.json().code, 'UNSUPPORTED_MEDIA_TYPE')
+  }
+})
+
+t.test('unknown routes and known paths with the wrong method → 404 NOT_FOUND as JSON', async (t) => {
+  for (const [method, url] of [['GET', '/nope'], ['GET', '/auth/sign-in'], ['DELETE', '/auth/me'], ['PUT', '/health']] as const) {
+    const res = await app.inject({ method, url })
+    t.equal(res.statusCode, 404, `${method} ${url}`)
+    t.equal(res.headers['content-type'], 'application/json; charset=utf-8')
+    t.equal(res.json().code, 'NOT_FOUND')
+  }
+})
+
+t.test('every JSON answer is application/json; charset=utf-8, with a request id', async (t) => {
+  for (const res of [
+    await app.inject({ method: 'GET', url: '/health' }),
+    await app.inject({ method: 'GET', url: '/auth/me' }),
+    await app.inject({ method: 'POST', url: '/auth/sign-in', payload: {} })
+  ]) {
+    t.equal(res.headers['content-type'], 'application/json; charset=utf-8')
+    t.match(res.headers['x-request-id'], /^[0-9a-f-]{36}$/)
+  }
+  const forwarded = await app.inject({ method: 'GET', url: '/health', headers: { 'x-request-id': 'proxy-id-123' } })
+  t.equal(forwarded.headers['x-request-id'], 'proxy-id-123', "a proxy's request id is kept")
+  const bogus = await app.inject({ method: 'GET', url: '/health', headers: { 'x-request-id': 'bad id\twith spaces' } })
+  t.not(bogus.headers['x-request-id'], 'bad id\twith spaces', 'a malformed one is replaced')
+})
+
+t.test('GET /health and /health/ready → 200', async (t) => {
+  const live = await app.inject({ method: 'GET', url: '/health' })
+  t.equal(live.statusCode, 200)
+  t.same(live.json(), { status: 'ok' })
+  const ready = await app.inject({ method: 'GET', url: '/health/ready' })
+  t.equal(ready.statusCode, 200)
+})
+
+t.test('an unexpected failure → 500 INTERNAL with no SQL, stack or driver text; the error is logged', async (t) => {
+  // A real fault: the schema under the service changed (a column is gone).
+  const brokenUrl = await createDatabase(t)
+  const log = logSink()
+  const broken = await build(t, brokenUrl, { LOG_LEVEL: 'info' }, log.stream)
+  await broken.pg.query('ALTER TABLE users RENAME COLUMN name TO full_name')
+  const res = await broken.inject({ method: 'POST', url: '/auth/sign-up', payload: { name: 'x', email: uniqueEmail(), password: PASSWORD } })
+  t.equal(res.statusCode, 500)
+  t.equal(res.json().code, 'INTERNAL')
+  t.same(Object.keys(res.json()).sort(), ERROR_KEYS)
+  t.notMatch(res.body, /column|relation|INSERT|users|at .*\.ts|node_modules/i)
+  t.match(res.json().message, res.headers['x-request-id'] as string, 'the message gives the request id to quote')
+  t.ok(log.lines.some((l) => l.includes('"level":50') && l.includes('does not exist')), 'the cause is in the log')
+  t.equal((await broken.inject({ method: 'GET', url: '/health' })).statusCode, 200, 'the process goes on')
+})
+
+/** A TCP relay to the real PostgreSQL that the test can cut and restore, like a network outage. */
+async function startRelay (target: URL): Promise<{ port: number, cut: () => Promise<void>, restore: () => Promise<void> }> {
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(target.port || 5432), target.hostname)
+    sockets.add(client).add(upstream)
+    client.pipe(upstream).pipe(client)
+    const close = () => { client.destroy(); upstream.destroy(); sockets.delete(client); sockets.delete(upstream) }
+    client.on('error', close).on('close', close)
+    upstream.on('error', close).on('close', close)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as net.AddressInfo).port
+  t.teardown(() => { for (const s of sockets) s.destroy(); server.close() })
+  return {
+    port,
+    cut: async () => {
+      await new Promise<void>((resolve) => { server.close(() => resolve()); for (const s of sockets) s.destroy() })
+    },
+    restore: async () => await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve))
+  }
+}
+
+t.test('database unreachable → fast 503 SERVICE_UNAVAILABLE, never a crash; recovery without a restart', async (t) => {
+  const relay = await startRelay(new URL(databaseUrl))
+  const url = new URL(databaseUrl)
+  url.host = `127.0.0.1:${relay.port}`
+  const svc = await build(t, url.toString(), { DB_CONNECT_TIMEOUT_MS: '1000' })
+  const email = uniqueEmail('outage')
+  t.equal((await svc.inject({ method: 'POST', url: '/auth/sign-up', payload: { name: 'x', email, password: PASSWORD } })).statusCode, 201)
+
+  await relay.cut()
+  const started = Date.now()
+  for (const req of [
+    { method: 'POST' as const, url: '/auth/sign-in', payload: { email, password: PASSWORD } },
+    { method: 'POST' as const, url: '/auth/sign-up', payload: { name: 'y', email: uniqueEmail(), password: PASSWORD } },
+    { method: 'GET' as const, url: '/health/ready' }
+  ]) {
+    const res = await svc.inject(req)
+    t.equal(res.statusCode, 503, `${req.method} ${req.url}`)
+    t.equal(res.json().code, 'SERVICE_UNAVAILABLE')
+    t.ok(res.headers['retry-after'], 'with Retry-After')
+    t.notMatch(res.body, /ECONNREFUSED|terminated|127\.0\.0\.1/)
+  }
+  t.ok(Date.now() - started < 5000, 'answered fast')
+  t.equal((await svc.inject({ method: 'GET', url: '/health' })).statusCode, 200, 'liveness does not depend on the database')
+
+  await relay.restore()
+  const back = await svc.inject({ method: 'POST', url: '/auth/sign-in', payload: { email, password: PASSWORD } })
+  t.equal(back.statusCode, 200, 'works again once the database is back')
+  t.equal((await svc.inject({ method: 'GET', url: '/health/ready' })).statusCode, 200)
+})

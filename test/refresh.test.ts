@@ -1,0 +1,223 @@
+import { createHash } from 'node:crypto'
+import t from 'tap'
+import { createSigner } from 'fast-jwt'
+import type { LightMyRequestResponse } from 'fastify'
+import { bearer, build, claimsOf, createDatabase, newSession, refresh, SECRET } from './helper.js'
+
+const databaseUrl = await createDatabase(t)
+const app = await build(t, databaseUrl)
+
+const sign = createSigner({ key: SECRET, algorithm: 'HS256' })
+const now = () => Math.floor(Date.now() / 1000)
+const sha256 = (s: string) => createHash('sha256').update(s).digest()
+const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url')
+
+/** What a client sees of an answer: status, error code and the WWW-Authenticate challenge. */
+const outcome = (res: LightMyRequestResponse) => ({
+  status: res.statusCode,
+  code: res.statusCode >= 400 ? res.json().code : undefined,
+  challenge: res.headers['www-authenticate']
+})
+const unauthorized = (code: string) => ({ status: 401, code, challenge: /^Bearer/ })
+
+const sessionRow = async (sid: unknown) =>
+  (await app.pg.query('SELECT * FROM sessions WHERE id = $1', [sid])).rows[0]
+
+t.test('the original client call (JSON content type, token in the header, no body) → 200 with a rotated pair', async (t) => {
+  const session = await newSession(app)
+  const res = await app.inject({
+    method: 'POST',
+    url: '/auth/refresh',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${session.refresh_token}` }
+  })
+  t.equal(res.statusCode, 200)
+  t.equal(res.headers['cache-control'], 'no-store')
+  t.equal(res.headers['content-type'], 'application/json; charset=utf-8')
+  const body = res.json()
+  t.match(body, { access_token: String, refresh_token: String, token_type: 'Bearer', expires_in: 900 })
+  t.not(body.refresh_token, session.refresh_token, 'a new refresh token')
+})
+
+t.test('refresh with the token in the JSON body → 200', async (t) => {
+  const session = await newSession(app)
+  const res = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refresh_token: session.refresh_token } })
+  t.equal(res.statusCode, 200)
+  t.match(res.json(), { access_token: String, refresh_token: String, token_type: 'Bearer' })
+})
+
+t.test('the refreshed access token works on /auth/me', async (t) => {
+  const session = await newSession(app)
+  const { access_token: access } = (await refresh(app, session.refresh_token)).json()
+  const me = await app.inject({ method: 'GET', url: '/auth/me', headers: bearer(access) })
+  t.equal(me.statusCode, 200)
+  t.equal(me.json().id, session.user.id)
+})
+
+t.test('issued tokens carry sub, sid, type, iat, exp, jti, iss and the configured lifetimes', async (t) => {
+  const session = await newSession(app)
+  const body = (await refresh(app, session.refresh_token)).json()
+  const sid = claimsOf(session.refresh_token).sid
+  t.ok(await sessionRow(sid), 'sid is the id of a sessions row')
+  for (const [token, type, ttl] of [
+    [session.access_token, 'access', 900], [session.refresh_token, 'refresh', 2592000],
+    [body.access_token, 'access', 900], [body.refresh_token, 'refresh', 2592000]
+  ] as const) {
+    const claims = claimsOf(token)
+    t.match(claims, { sub: session.user.id, sid, type, iat: Number, exp: Number, jti: String, iss: 'auth-service' }, type)
+    t.equal(Number(claims.exp) - Number(claims.iat), ttl, `${type} lifetime`)
+    t.notOk('aud' in claims, 'no aud without JWT_AUDIENCE')
+  }
+})
+
+t.test('with JWT_AUDIENCE set, issued tokens carry aud', async (t) => {
+  const audApp = await build(t, databaseUrl, { JWT_AUDIENCE: 'svc-a' })
+  const session = await newSession(audApp)
+  const body = (await refresh(audApp, session.refresh_token)).json()
+  for (const token of [session.access_token, session.refresh_token, body.access_token, body.refresh_token]) {
+    t.equal(claimsOf(token).aud, 'svc-a')
+  }
+})
+
+t.test('a retired refresh token used again → 401 TOKEN_REVOKED and the whole session ends', async (t) => {
+  const { refresh_token: a } = await newSession(app)
+  const first = await refresh(app, a)
+  t.equal(first.statusCode, 200)
+  const b = first.json().refresh_token
+  t.match(outcome(await refresh(app, a)), unauthorized('TOKEN_REVOKED'), 'the retired token')
+  t.match(outcome(await refresh(app, b)), unauthorized('TOKEN_REVOKED'), 'its successor too')
+  const row = await sessionRow(claimsOf(a).sid)
+  t.type(row.revoked_at, Date, 'the session row is revoked')
+})
+
+t.test('20 concurrent refreshes with one token → exactly one 200, 19 × 401 TOKEN_REVOKED, no 5xx', async (t) => {
+  const { refresh_token: token } = await newSession(app)
+  const results = await Promise.all(Array.from({ length: 20 }, async () => await refresh(app, token)))
+  const statuses = results.map((r) => r.statusCode)
+  t.equal(statuses.filter((s) => s === 200).length, 1)
+  t.equal(statuses.filter((s) => s >= 500).length, 0)
+  const losers = results.filter((r) => r.statusCode !== 200)
+  t.equal(losers.length, 19)
+  t.ok(losers.every((r) => r.statusCode === 401 && r.json().code === 'TOKEN_REVOKED'), 'every loser is 401 TOKEN_REVOKED')
+})
+
+t.test('REFRESH_REUSE_GRACE=30: a retired token within the grace gets the same successor; the session goes on', async (t) => {
+  const graceApp = await build(t, databaseUrl, { REFRESH_REUSE_GRACE: '30' })
+  const { refresh_token: a } = await newSession(graceApp)
+  const b = (await refresh(graceApp, a)).json().refresh_token
+  const retry = await refresh(graceApp, a)
+  t.equal(retry.statusCode, 200)
+  t.equal(claimsOf(retry.json().refresh_token).jti, claimsOf(b).jti, 'same successor as the first answer')
+  t.equal((await refresh(graceApp, b)).statusCode, 200, 'the successor still works')
+})
+
+t.test('REFRESH_REUSE_GRACE=30: concurrent refreshes with one token all succeed', async (t) => {
+  const graceApp = await build(t, databaseUrl, { REFRESH_REUSE_GRACE: '30' })
+  const { refresh_token: token } = await newSession(graceApp)
+  const results = await Promise.all(Array.from({ length: 5 }, async () => await refresh(graceApp, token)))
+  t.same(results.map((r) => r.statusCode), [200, 200, 200, 200, 200])
+  t.equal(new Set(results.map((r) => claimsOf(r.json().refresh_token).jti)).size, 1, 'one successor for all')
+})
+
+t.test('REFRESH_TOKEN_ROTATION=false: one refresh token works again and again until sign-out', async (t) => {
+  const fixedApp = await build(t, databaseUrl, { REFRESH_TOKEN_ROTATION: 'false' })
+  const { refresh_token: token } = await newSession(fixedApp)
+  for (let i = 1; i <= 3; i++) {
+    const res = await refresh(fixedApp, token)
+    t.equal(res.statusCode, 200, `refresh ${i}`)
+    t.match(res.json(), { access_token: String, token_type: 'Bearer', expires_in: 900 })
+    t.notOk('refresh_token' in res.json(), 'no refresh token without rotation')
+  }
+  const signOut = await fixedApp.inject({ method: 'POST', url: '/auth/sign-out', headers: bearer(token) })
+  t.equal(signOut.statusCode, 204)
+  t.match(outcome(await refresh(fixedApp, token)), unauthorized('TOKEN_REVOKED'))
+})
+
+t.test('refresh with an access token → 401 TOKEN_INVALID', async (t) => {
+  const session = await newSession(app)
+  t.match(outcome(await refresh(app, session.access_token)), unauthorized('TOKEN_INVALID'))
+})
+
+t.test('refresh without a token → 401 TOKEN_MISSING', async (t) => {
+  t.match(outcome(await app.inject({ method: 'POST', url: '/auth/refresh' })), unauthorized('TOKEN_MISSING'))
+  const jsonNoBody = await app.inject({ method: 'POST', url: '/auth/refresh', headers: { 'content-type': 'application/json' } })
+  t.match(outcome(jsonNoBody), unauthorized('TOKEN_MISSING'))
+  t.match(outcome(await app.inject({ method: 'POST', url: '/auth/refresh', payload: {} })), unauthorized('TOKEN_MISSING'))
+})
+
+t.test('refresh with a tampered payload or signature → 401 TOKEN_INVALID, and the session is unharmed', async (t) => {
+  const { refresh_token: token } = await newSession(app)
+  const other = await newSession(app)
+  const [header, payload, signature] = token.split('.')
+  const otherUser = b64({ ...claimsOf(token), sub: other.user.id })
+  const flipped = (signature[0] === 'A' ? 'B' : 'A') + signature.slice(1)
+  t.match(outcome(await refresh(app, `${header}.${otherUser}.${signature}`)), unauthorized('TOKEN_INVALID'), 'payload')
+  t.match(outcome(await refresh(app, `${header}.${payload}.${flipped}`)), unauthorized('TOKEN_INVALID'), 'signature')
+  t.match(outcome(await refresh(app, 'not.a.jwt')), unauthorized('TOKEN_INVALID'), 'garbage')
+  t.equal((await refresh(app, token)).statusCode, 200, 'the real token still works')
+})
+
+t.test('refresh with a token signed with another secret → 401 TOKEN_INVALID', async (t) => {
+  const { refresh_token: token } = await newSession(app)
+  const forge = createSigner({ key: 'another-secret-that-is-long-enough-9876543210', algorithm: 'HS256' })
+  t.match(outcome(await refresh(app, forge(claimsOf(token)))), unauthorized('TOKEN_INVALID'))
+  t.equal((await refresh(app, token)).statusCode, 200, 'the session is unharmed')
+})
+
+t.test('an expired refresh token → 401 TOKEN_EXPIRED, and the session is not ended', async (t) => {
+  const { refresh_token: token } = await newSession(app)
+  const expired = sign({ ...claimsOf(token), iat: now() - 3600, exp: now() - 60 })
+  t.match(outcome(await refresh(app, expired)), unauthorized('TOKEN_EXPIRED'))
+  t.equal((await sessionRow(claimsOf(token).sid)).revoked_at, null)
+  t.equal((await refresh(app, token)).statusCode, 200, 'the current token still works')
+})
+
+t.test('a refresh token with a wrong iss → 401 TOKEN_INVALID', async (t) => {
+  const { refresh_token: token } = await newSession(app)
+  t.match(outcome(await refresh(app, sign({ ...claimsOf(token), iss: 'someone-else' }))), unauthorized('TOKEN_INVALID'))
+})
+
+t.test('an alg "none" refresh token → 401 TOKEN_INVALID', async (t) => {
+  const { refresh_token: token } = await newSession(app)
+  const unsigned = `${b64({ alg: 'none', typ: 'JWT' })}.${b64(claimsOf(token))}.`
+  t.match(outcome(await refresh(app, unsigned)), unauthorized('TOKEN_INVALID'))
+})
+
+t.test('refresh tokens are stored only as SHA-256 hashes of their jti', async (t) => {
+  const session = await newSession(app)
+  const { sid, jti } = claimsOf(session.refresh_token) as { sid: string, jti: string }
+  const next = (await refresh(app, session.refresh_token)).json().refresh_token
+  const row = await sessionRow(sid)
+  t.same(row.refresh_hash, sha256(String(claimsOf(next).jti)), 'refresh_hash = sha256(current jti)')
+  t.same(row.previous_hash, sha256(jti), 'previous_hash = sha256(retired jti)')
+  const secrets = [session.refresh_token, next, jti, String(claimsOf(next).jti)]
+  for (const [column, value] of Object.entries(row)) {
+    if (value === null) continue
+    const forms = Buffer.isBuffer(value)
+      ? [value.toString('utf8'), value.toString('hex'), value.toString('base64'), value.toString('base64url')]
+      : [String(value)]
+    t.notOk(secrets.some((s) => forms.some((f) => f.includes(s))), `${column} holds no token or jti`)
+  }
+})
+
+t.test('rotation moves the session expiry forward', async (t) => {
+  const { refresh_token: token } = await newSession(app)
+  const sid = claimsOf(token).sid
+  await app.pg.query("UPDATE sessions SET expires_at = now() + interval '1 hour' WHERE id = $1", [sid])
+  const before: Date = (await sessionRow(sid)).expires_at
+  t.equal((await refresh(app, token)).statusCode, 200)
+  const after: Date = (await sessionRow(sid)).expires_at
+  t.ok(after.getTime() > before.getTime() + 29 * 86400_000, 'about 30 days from now')
+})
+
+t.test('refresh on a session whose expires_at has passed → 401 TOKEN_EXPIRED', async (t) => {
+  const { refresh_token: token } = await newSession(app)
+  await app.pg.query("UPDATE sessions SET expires_at = now() - interval '1 second' WHERE id = $1", [claimsOf(token).sid])
+  t.match(outcome(await refresh(app, token)), unauthorized('TOKEN_EXPIRED'))
+})
+
+t.test('REFRESH_TOKEN_ROTATION=false: an expired session → 401 TOKEN_EXPIRED', async (t) => {
+  const fixedApp = await build(t, databaseUrl, { REFRESH_TOKEN_ROTATION: 'false' })
+  const { refresh_token: token } = await newSession(fixedApp)
+  await app.pg.query("UPDATE sessions SET expires_at = now() - interval '1 second' WHERE id = $1", [claimsOf(token).sid])
+  t.match(outcome(await refresh(fixedApp, token)), unauthorized('TOKEN_EXPIRED'))
+})
