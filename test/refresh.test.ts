@@ -110,6 +110,15 @@ t.test('REFRESH_REUSE_GRACE=30: a retired token within the grace gets the same s
   t.equal((await refresh(graceApp, b)).statusCode, 200, 'the successor still works')
 })
 
+t.test('REFRESH_REUSE_GRACE=30: a retired token back after the grace → 401 TOKEN_REVOKED and the session ends', async (t) => {
+  const graceApp = await build(t, databaseUrl, { REFRESH_REUSE_GRACE: '30' })
+  const { refresh_token: a } = await newSession(graceApp)
+  const b = (await refresh(graceApp, a)).json().refresh_token
+  await app.pg.query("UPDATE sessions SET rotated_at = now() - interval '31 seconds' WHERE id = $1", [claimsOf(a).sid])
+  t.match(outcome(await refresh(graceApp, a)), unauthorized('TOKEN_REVOKED'), 'the retired token')
+  t.match(outcome(await refresh(graceApp, b)), unauthorized('TOKEN_REVOKED'), 'its successor too')
+})
+
 t.test('REFRESH_REUSE_GRACE=30: concurrent refreshes with one token all succeed', async (t) => {
   const graceApp = await build(t, databaseUrl, { REFRESH_REUSE_GRACE: '30' })
   const { refresh_token: token } = await newSession(graceApp)
@@ -169,6 +178,25 @@ t.test('an expired refresh token → 401 TOKEN_EXPIRED, and the session is not e
   t.match(outcome(await refresh(app, expired)), unauthorized('TOKEN_EXPIRED'))
   t.equal((await sessionRow(claimsOf(token).sid)).revoked_at, null)
   t.equal((await refresh(app, token)).statusCode, 200, 'the current token still works')
+})
+
+t.test('an expired token with a bad signature → 401 TOKEN_INVALID, not TOKEN_EXPIRED', async (t) => {
+  const { refresh_token: token } = await newSession(app)
+  const forge = createSigner({ key: 'another-secret-that-is-long-enough-9876543210', algorithm: 'HS256' })
+  const forged = forge({ ...claimsOf(token), iat: now() - 3600, exp: now() - 60 })
+  t.match(outcome(await refresh(app, forged)), unauthorized('TOKEN_INVALID'))
+})
+
+t.test('a refresh_token of the wrong JSON type → 400 VALIDATION_FAILED', async (t) => {
+  const res = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refresh_token: 12345 } })
+  t.equal(res.statusCode, 400)
+  t.equal(res.json().code, 'VALIDATION_FAILED')
+})
+
+t.test('a correctly signed token whose sid or sub is not a UUID → 401 TOKEN_INVALID, not a 500', async (t) => {
+  const { refresh_token: token } = await newSession(app)
+  t.match(outcome(await refresh(app, sign({ ...claimsOf(token), sid: 'not-a-uuid' }))), unauthorized('TOKEN_INVALID'))
+  t.match(outcome(await refresh(app, sign({ ...claimsOf(token), sub: "1' OR '1'='1" }))), unauthorized('TOKEN_INVALID'))
 })
 
 t.test('a refresh token with a wrong iss → 401 TOKEN_INVALID', async (t) => {

@@ -55,7 +55,8 @@ export function jwtOptions (config: Config, secret: string) {
       algorithms: ['HS256' as const],
       allowedIss: config.JWT_ISSUER,
       ...(config.JWT_AUDIENCE !== undefined ? { allowedAud: config.JWT_AUDIENCE } : {}),
-      requiredClaims: ['sub', 'sid', 'type', 'jti', 'iat', 'exp', 'iss']
+      // fast-jwt checks a claim only when present: list every claim, aud too when it is due.
+      requiredClaims: ['sub', 'sid', 'type', 'jti', 'iat', 'exp', 'iss', ...(config.JWT_AUDIENCE !== undefined ? ['aud'] : [])]
     }
   }
 }
