@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs'
+import { parseEnv } from 'node:util'
 import { envSchema } from 'env-schema'
 import { Type, type Static } from '@sinclair/typebox'
 
@@ -51,15 +53,16 @@ const MIN_SECRET_BYTES = 32
  * Throws ConfigError with one line naming the variable and why.
  */
 export function loadConfig (env: Record<string, string | undefined> = process.env, opts: { dotenv?: boolean } = {}): Config {
+  // A .env file in the working directory fills in what the environment does not set.
+  const merged = opts.dotenv === true ? { ...readDotenv(), ...env } : env
   // An empty value (`FOO=` copied from .env.example) means "unset".
-  const data = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''))
+  const data = Object.fromEntries(Object.entries(merged).filter(([, v]) => v !== undefined && v !== ''))
   let config: Config
   try {
     config = envSchema<Config>({
       schema: structuredClone(ConfigSchema),
       data,
-      env: false,
-      dotenv: opts.dotenv ?? false
+      env: false
     })
   } catch (err) {
     const first = (err as { errors?: Array<{ instancePath: string, message?: string, params?: Record<string, unknown> }> }).errors?.[0]
@@ -84,6 +87,20 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   }
   trustProxy(config) // validates the value
   return config
+}
+
+function readDotenv (): Record<string, string> {
+  let text: string
+  try {
+    text = readFileSync('.env', 'utf8')
+  } catch {
+    return {}
+  }
+  try {
+    return parseEnv(text) as Record<string, string>
+  } catch {
+    throw new ConfigError('.env: cannot be parsed')
+  }
 }
 
 /** TRUST_PROXY as Fastify's trustProxy option. */

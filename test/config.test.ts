@@ -79,3 +79,13 @@ t.test('TRUST_PROXY accepts false, true, a hop count or a list of addresses', as
   t.equal(hops('127.0.0.1', 1), false)
   t.same(trustProxy(loadConfig({ ...base, TRUST_PROXY: '127.0.0.1, 10.0.0.0/8' })), ['127.0.0.1', '10.0.0.0/8'])
 })
+
+t.test('a .env file fills in what the environment does not set; empty values there mean unset too', async (t) => {
+  const dir = t.testdir({ '.env': `PORT=6000\nHOST=\nLOG_LEVEL=debug\nJWT_SECRET_KEY=${'e'.repeat(32)}\n` })
+  t.chdir(dir)
+  const c = loadConfig({ DATABASE_URL: base.DATABASE_URL, LOG_LEVEL: 'warn' }, { dotenv: true })
+  t.equal(c.PORT, 6000)
+  t.equal(c.HOST, '0.0.0.0')
+  t.equal(c.LOG_LEVEL, 'warn', 'the environment wins over .env')
+  t.equal(c.JWT_SECRET_KEY, 'e'.repeat(32))
+})

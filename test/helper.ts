@@ -4,9 +4,12 @@ import pg from 'pg'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
+import { startEmbeddedDatabase } from '../src/db/embedded.js'
 
-// The PostgreSQL server tests run against; each test file makes its own database on it and drops it.
-export const ADMIN_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
+// TEST_DATABASE_URL: a PostgreSQL server to test against (each test file makes its own
+// database on it and drops it). Unset: each test database is an embedded PGlite instead.
+export const ADMIN_URL = process.env.TEST_DATABASE_URL
+export const EMBEDDED = ADMIN_URL === undefined || ADMIN_URL === ''
 export const SECRET = 'test-secret-that-is-long-enough-0123456789'
 export const PASSWORD = 'correct horse battery staple'
 
@@ -24,17 +27,23 @@ export async function withAdmin<T> (fn: (c: pg.Client) => Promise<T>): Promise<T
 
 /** A fresh, empty database for this test file, dropped when the file's tests end. */
 export async function createDatabase (t: TapLike): Promise<string> {
+  if (EMBEDDED) {
+    const db = await startEmbeddedDatabase()
+    t.teardown(db.close)
+    return db.url
+  }
   const name = `auth_test_${process.pid}_${randomBytes(4).toString('hex')}`
   await withAdmin(async (c) => await c.query(`CREATE DATABASE ${name}`))
   t.teardown(async () => await withAdmin(async (c) => await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)))
-  const url = new URL(ADMIN_URL)
+  const url = new URL(ADMIN_URL as string)
   url.pathname = '/' + name
   return url.toString()
 }
 
 /** Settings for a test app: the production loader, with the test's database and secret. */
 export function testEnv (databaseUrl: string, env: Record<string, string> = {}): Record<string, string> {
-  return { DATABASE_URL: databaseUrl, JWT_SECRET_KEY: SECRET, LOG_LEVEL: 'silent', ...env }
+  // An embedded database serves a single connection (src/db/embedded.ts).
+  return { DATABASE_URL: databaseUrl, JWT_SECRET_KEY: SECRET, LOG_LEVEL: 'silent', ...(EMBEDDED ? { DB_POOL_MAX: '1' } : {}), ...env }
 }
 
 /** Builds the app exactly as server.ts does (same loader, same buildApp), closed at teardown. */

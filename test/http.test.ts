@@ -86,9 +86,12 @@ t.test('an unexpected failure → 500 INTERNAL with no SQL, stack or driver text
 
 /** A TCP relay to the real PostgreSQL that the test can cut and restore, like a network outage. */
 async function startRelay (target: URL): Promise<{ port: number, cut: () => Promise<void>, restore: () => Promise<void> }> {
+  const socketDir = target.searchParams.get('host') // an embedded database listens on a Unix socket
   const sockets = new Set<net.Socket>()
   const server = net.createServer((client) => {
-    const upstream = net.connect(Number(target.port || 5432), target.hostname)
+    const upstream = socketDir !== null
+      ? net.connect(`${socketDir}/.s.PGSQL.5432`)
+      : net.connect(Number(target.port || 5432), target.hostname)
     sockets.add(client).add(upstream)
     client.pipe(upstream).pipe(client)
     const close = () => { client.destroy(); upstream.destroy(); sockets.delete(client); sockets.delete(upstream) }
@@ -108,9 +111,11 @@ async function startRelay (target: URL): Promise<{ port: number, cut: () => Prom
 }
 
 t.test('database unreachable → fast 503 SERVICE_UNAVAILABLE, never a crash; recovery without a restart', async (t) => {
-  const relay = await startRelay(new URL(databaseUrl))
-  const url = new URL(databaseUrl)
+  const target = new URL(await createDatabase(t))
+  const relay = await startRelay(target)
+  const url = new URL(target)
   url.host = `127.0.0.1:${relay.port}`
+  url.search = ''
   const svc = await build(t, url.toString(), { DB_CONNECT_TIMEOUT_MS: '1000' })
   const email = uniqueEmail('outage')
   t.equal((await svc.inject({ method: 'POST', url: '/auth/sign-up', payload: { name: 'x', email, password: PASSWORD } })).statusCode, 201)

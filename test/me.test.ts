@@ -5,6 +5,8 @@ import { bearer, build, claimsOf, createDatabase, newSession, signIn, signUp, SE
 
 const databaseUrl = await createDatabase(t)
 const app = await build(t, databaseUrl)
+// JWT_AUDIENCE set, on a database of its own (an embedded database serves one app).
+const audApp = await build(t, await createDatabase(t), { JWT_AUDIENCE: 'svc-a' })
 
 const sign = createSigner({ key: SECRET, algorithm: 'HS256' })
 const now = () => Math.floor(Date.now() / 1000)
@@ -105,14 +107,12 @@ t.test('a correctly signed token from another issuer → 401 TOKEN_INVALID', asy
 })
 
 t.test('JWT_AUDIENCE=svc-a: its own tokens work, a token for svc-b → 401 TOKEN_INVALID', async (t) => {
-  const audApp = await build(t, databaseUrl, { JWT_AUDIENCE: 'svc-a' })
   const { access_token: token } = await newSession(audApp)
   t.equal((await me(`Bearer ${token}`, audApp)).statusCode, 200)
   t.match(outcome(await me(`Bearer ${resigned(token, { aud: 'svc-b' })}`, audApp)), unauthorized('TOKEN_INVALID'))
 })
 
 t.test('JWT_AUDIENCE=svc-a: a token without aud → 401 TOKEN_INVALID', async (t) => {
-  const audApp = await build(t, databaseUrl, { JWT_AUDIENCE: 'svc-a' })
   const { access_token: token } = await newSession(audApp)
   t.match(outcome(await me(`Bearer ${resigned(token, {}, ['aud'])}`, audApp)), unauthorized('TOKEN_INVALID'))
 })

@@ -6,6 +6,10 @@ import { bearer, build, claimsOf, createDatabase, newSession, refresh, SECRET } 
 
 const databaseUrl = await createDatabase(t)
 const app = await build(t, databaseUrl)
+// Other settings, each on a database of its own (an embedded database serves one app).
+const audApp = await build(t, await createDatabase(t), { JWT_AUDIENCE: 'svc-a' })
+const graceApp = await build(t, await createDatabase(t), { REFRESH_REUSE_GRACE: '30' })
+const fixedApp = await build(t, await createDatabase(t), { REFRESH_TOKEN_ROTATION: 'false' })
 
 const sign = createSigner({ key: SECRET, algorithm: 'HS256' })
 const now = () => Math.floor(Date.now() / 1000)
@@ -70,7 +74,6 @@ t.test('issued tokens carry sub, sid, type, iat, exp, jti, iss and the configure
 })
 
 t.test('with JWT_AUDIENCE set, issued tokens carry aud', async (t) => {
-  const audApp = await build(t, databaseUrl, { JWT_AUDIENCE: 'svc-a' })
   const session = await newSession(audApp)
   const body = (await refresh(audApp, session.refresh_token)).json()
   for (const token of [session.access_token, session.refresh_token, body.access_token, body.refresh_token]) {
@@ -101,7 +104,6 @@ t.test('20 concurrent refreshes with one token → exactly one 200, 19 × 401 TO
 })
 
 t.test('REFRESH_REUSE_GRACE=30: a retired token within the grace gets the same successor; the session goes on', async (t) => {
-  const graceApp = await build(t, databaseUrl, { REFRESH_REUSE_GRACE: '30' })
   const { refresh_token: a } = await newSession(graceApp)
   const b = (await refresh(graceApp, a)).json().refresh_token
   const retry = await refresh(graceApp, a)
@@ -111,16 +113,14 @@ t.test('REFRESH_REUSE_GRACE=30: a retired token within the grace gets the same s
 })
 
 t.test('REFRESH_REUSE_GRACE=30: a retired token back after the grace → 401 TOKEN_REVOKED and the session ends', async (t) => {
-  const graceApp = await build(t, databaseUrl, { REFRESH_REUSE_GRACE: '30' })
   const { refresh_token: a } = await newSession(graceApp)
   const b = (await refresh(graceApp, a)).json().refresh_token
-  await app.pg.query("UPDATE sessions SET rotated_at = now() - interval '31 seconds' WHERE id = $1", [claimsOf(a).sid])
+  await graceApp.pg.query("UPDATE sessions SET rotated_at = now() - interval '31 seconds' WHERE id = $1", [claimsOf(a).sid])
   t.match(outcome(await refresh(graceApp, a)), unauthorized('TOKEN_REVOKED'), 'the retired token')
   t.match(outcome(await refresh(graceApp, b)), unauthorized('TOKEN_REVOKED'), 'its successor too')
 })
 
 t.test('REFRESH_REUSE_GRACE=30: concurrent refreshes with one token all succeed', async (t) => {
-  const graceApp = await build(t, databaseUrl, { REFRESH_REUSE_GRACE: '30' })
   const { refresh_token: token } = await newSession(graceApp)
   const results = await Promise.all(Array.from({ length: 5 }, async () => await refresh(graceApp, token)))
   t.same(results.map((r) => r.statusCode), [200, 200, 200, 200, 200])
@@ -128,7 +128,6 @@ t.test('REFRESH_REUSE_GRACE=30: concurrent refreshes with one token all succeed'
 })
 
 t.test('REFRESH_TOKEN_ROTATION=false: one refresh token works again and again until sign-out', async (t) => {
-  const fixedApp = await build(t, databaseUrl, { REFRESH_TOKEN_ROTATION: 'false' })
   const { refresh_token: token } = await newSession(fixedApp)
   for (let i = 1; i <= 3; i++) {
     const res = await refresh(fixedApp, token)
@@ -244,8 +243,7 @@ t.test('refresh on a session whose expires_at has passed → 401 TOKEN_EXPIRED',
 })
 
 t.test('REFRESH_TOKEN_ROTATION=false: an expired session → 401 TOKEN_EXPIRED', async (t) => {
-  const fixedApp = await build(t, databaseUrl, { REFRESH_TOKEN_ROTATION: 'false' })
   const { refresh_token: token } = await newSession(fixedApp)
-  await app.pg.query("UPDATE sessions SET expires_at = now() - interval '1 second' WHERE id = $1", [claimsOf(token).sid])
+  await fixedApp.pg.query("UPDATE sessions SET expires_at = now() - interval '1 second' WHERE id = $1", [claimsOf(token).sid])
   t.match(outcome(await refresh(fixedApp, token)), unauthorized('TOKEN_EXPIRED'))
 })

@@ -63,15 +63,18 @@ t.test('invalid bodies → 400 VALIDATION_FAILED', async (t) => {
 })
 
 t.test('a hash made with older argon2 parameters is upgraded at the next successful sign-in', async (t) => {
-  const weak = await build(t, databaseUrl, { ARGON2_MEMORY_KIB: '4096', ARGON2_ITERATIONS: '1' })
+  const weak = await build(t, await createDatabase(t), { ARGON2_MEMORY_KIB: '4096', ARGON2_ITERATIONS: '1' })
   const user = await signUp(weak)
-  const hashOf = async () => (await app.pg.query('SELECT password_hash FROM users WHERE id = $1', [user.id])).rows[0].password_hash as string
+  await weak.close()
+  const current = await build(t, weak.config.DATABASE_URL as string) // the same database, today's parameters
+  const hashOf = async () => (await current.pg.query('SELECT password_hash FROM users WHERE id = $1', [user.id])).rows[0].password_hash as string
+  const signInNow = async (password: string) => await current.inject({ method: 'POST', url: '/auth/sign-in', payload: { email: user.email, password } })
   t.match(await hashOf(), /\$m=4096,t=1,p=1\$/)
-  t.equal((await signIn({ email: user.email, password: 'wrong password here' })).statusCode, 401)
+  t.equal((await signInNow('wrong password here')).statusCode, 401)
   t.match(await hashOf(), /\$m=4096,t=1,p=1\$/, 'a failed sign-in changes nothing')
-  t.equal((await signIn({ email: user.email, password: PASSWORD })).statusCode, 200)
+  t.equal((await signInNow(PASSWORD)).statusCode, 200)
   t.match(await hashOf(), /\$m=19456,t=2,p=1\$/, 'upgraded to the configured parameters')
-  t.equal((await signIn({ email: user.email, password: PASSWORD })).statusCode, 200, 'the new hash verifies')
+  t.equal((await signInNow(PASSWORD)).statusCode, 200, 'the new hash verifies')
 })
 
 t.test('a stored hash with absurd parameters is refused, not computed', async (t) => {
@@ -84,8 +87,10 @@ t.test('a stored hash with absurd parameters is refused, not computed', async (t
 })
 
 t.test('a password longer than the policy minimum set later still signs in (policy applies to new passwords)', async (t) => {
-  const user = await signUp(app, { password: 'eightchr' + 'X' })
-  const strict = await build(t, databaseUrl, { PASSWORD_MIN_LENGTH: '12' })
+  const lenient = await build(t, await createDatabase(t))
+  const user = await signUp(lenient, { password: 'eightchr' + 'X' })
+  await lenient.close()
+  const strict = await build(t, lenient.config.DATABASE_URL as string, { PASSWORD_MIN_LENGTH: '12' })
   const res = await strict.inject({ method: 'POST', url: '/auth/sign-in', payload: { email: user.email, password: 'eightchrX' } })
   t.equal(res.statusCode, 200)
 })

@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import fastifyPostgres from '@fastify/postgres'
 import type { FastifyInstance } from 'fastify'
+import { startEmbeddedDatabase } from './embedded.js'
 import { MIGRATIONS_TABLE, runMigrations, shippedMigrations } from './migrate.js'
 
 declare module 'fastify' {
@@ -12,20 +13,34 @@ declare module 'fastify' {
 
 async function database (app: FastifyInstance): Promise<void> {
   const { config } = app
-  if (config.DATABASE_URL === undefined) throw new Error('DATABASE_URL is not set')
-  const connectionString = config.DATABASE_URL
+  let connectionString = config.DATABASE_URL
+  let poolMax = config.DB_POOL_MAX
+  const embedded = connectionString === undefined
+  if (connectionString === undefined) {
+    const db = await startEmbeddedDatabase(config.DATA_DIR)
+    // Registered before the pool, so it runs after the pool has closed (hooks run last-in, first-out).
+    app.addHook('onClose', db.close)
+    connectionString = db.url
+    poolMax = 1
+    app.log.warn({ dataDir: config.DATA_DIR }, 'DATABASE_URL is not set: using an embedded PostgreSQL (PGlite) kept under DATA_DIR, for development and demos')
+  }
 
   if (config.MIGRATE_ON_START) await runMigrations(connectionString, app.log)
 
   await app.register(fastifyPostgres, {
     connectionString,
-    max: config.DB_POOL_MAX,
+    max: poolMax,
     // A dead database must answer fast 503s, never hang a request or the process.
     connectionTimeoutMillis: config.DB_CONNECT_TIMEOUT_MS,
     statement_timeout: config.DB_STATEMENT_TIMEOUT_MS,
     query_timeout: config.DB_STATEMENT_TIMEOUT_MS + 1000,
     idleTimeoutMillis: 30_000
   })
+  if (embedded) {
+    // PGlite is one session that outlives our connection: statements prepared by a connection
+    // that has since closed would clash with the new one's ("already exists").
+    app.pg.pool.on('connect', (client) => { client.query('DEALLOCATE ALL').catch(() => {}) })
+  }
   // pg emits 'error' for idle clients whose connection dies; unhandled, it would crash the process.
   app.pg.pool.on('error', (err) => app.log.warn({ err: { code: (err as { code?: string }).code, message: err.message } }, 'idle database connection lost'))
 
