@@ -9,6 +9,9 @@ import { createPasswords } from './auth/passwords.js'
 import { createTokens, jwtOptions, signingSecret } from './auth/tokens.js'
 import authRoutes from './auth/routes.js'
 import healthRoutes from './health.js'
+import observe, { createMetrics } from './observe.js'
+import { startPruning } from './db/index.js'
+import { registerDocs } from './docs.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -85,8 +88,14 @@ export async function buildApp (config: Config, opts: BuildOptions = {}): Promis
   registerErrorHandler(app)
   await app.register(database)
   await app.register(fastifyJwt, jwtOptions(config, signingSecret(config, app.log)))
-  const passwords = await createPasswords(config)
+  const metrics = config.METRICS_ENABLED ? createMetrics() : null
+  const passwords = await createPasswords(config, metrics?.argon2)
   const tokens = createTokens(app.jwt, config)
+
+  // Before every route: @fastify/swagger builds the OpenAPI document from routes as they are added.
+  await registerDocs(app)
+  await app.register(observe, { metrics, queueDepth: () => passwords.queue.depth })
+  startPruning(app)
 
   await app.register(healthRoutes)
   await app.register(authRoutes, { passwords, tokens })

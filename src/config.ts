@@ -34,6 +34,10 @@ export const ConfigSchema = Type.Object({
   REFRESH_TOKEN_ROTATION: Type.Boolean({ default: true }),
   REFRESH_REUSE_GRACE: Type.Integer({ minimum: 0, maximum: 300, default: 0 }),
 
+  METRICS_ENABLED: Type.Boolean({ default: true }),
+  AUDIT_RETENTION_DAYS: Type.Integer({ minimum: 1, maximum: 36_500, default: 90 }),
+  PRUNE_INTERVAL_SECONDS: Type.Integer({ minimum: 0, maximum: 604_800, default: 3600, description: '0 turns the periodic job off' }),
+
   PASSWORD_MIN_LENGTH: Type.Integer({ minimum: 1, maximum: 1024, default: 8 }),
   ARGON2_MEMORY_KIB: Type.Integer({ minimum: 1024, maximum: 1_048_576, default: 19_456 }),
   ARGON2_ITERATIONS: Type.Integer({ minimum: 1, maximum: 20, default: 2 }),

@@ -77,6 +77,7 @@ export function registerErrorHandler (app: FastifyInstance): void {
     } else if (appErr.statusCode >= 500) {
       request.log.warn({ err: { code: err.code, message: err.message } }, appErr.message)
     }
+    request.event ??= { outcome: appErr.code.toLowerCase() } // for metrics and the audit trail
     if (appErr.statusCode === 401) {
       reply.header('www-authenticate', appErr.code === 'TOKEN_MISSING' || appErr.code === 'INVALID_CREDENTIALS'
         ? 'Bearer'

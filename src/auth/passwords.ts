@@ -36,7 +36,12 @@ class HashQueue {
   private readonly waiting: Array<() => void> = []
   private avgMs: number
 
-  constructor (private readonly concurrency: number, private readonly maxWaitMs: number, initialMs: number) {
+  constructor (
+    private readonly concurrency: number,
+    private readonly maxWaitMs: number,
+    initialMs: number,
+    private readonly histogram?: { observe: (seconds: number) => void }
+  ) {
     this.avgMs = initialMs
   }
 
@@ -56,7 +61,9 @@ class HashQueue {
     try {
       return await work()
     } finally {
-      this.avgMs = this.avgMs * 0.9 + (performance.now() - start) * 0.1
+      const ms = performance.now() - start
+      this.avgMs = this.avgMs * 0.9 + ms * 0.1
+      this.histogram?.observe(ms / 1000)
       const next = this.waiting.shift()
       if (next !== undefined) next() // hand the slot over; `active` stays the same
       else this.active--
@@ -66,7 +73,8 @@ class HashQueue {
 
 export type Passwords = Awaited<ReturnType<typeof createPasswords>>
 
-export async function createPasswords (config: Config) {
+/** `histogram` (optional) observes each hash or verify, in seconds. */
+export async function createPasswords (config: Config, histogram?: { observe: (seconds: number) => void }) {
   const options: Options = {
     algorithm: ARGON2ID,
     memoryCost: config.ARGON2_MEMORY_KIB,
@@ -76,7 +84,7 @@ export async function createPasswords (config: Config) {
   // Unknown emails are verified against this hash so they cost (and answer) exactly like a wrong password.
   const start = performance.now()
   const dummyHash = await hash(randomBytes(32), options)
-  const queue = new HashQueue(availableParallelism(), 1000, performance.now() - start)
+  const queue = new HashQueue(availableParallelism(), 1000, performance.now() - start, histogram)
 
   return {
     queue,

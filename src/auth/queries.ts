@@ -124,3 +124,13 @@ export async function endSessions (db: Db, e: { sid: string, sub: string, all: b
   })
   return rowCount ?? 0
 }
+
+export async function insertAuditEvent (db: Db, e: {
+  event: string, userId?: string, sessionId?: string, ip: string, userAgent: string | undefined
+}): Promise<void> {
+  await db.query({
+    name: 'insert-audit-event',
+    text: 'INSERT INTO audit_events (event, user_id, session_id, ip, user_agent) VALUES ($1, $2, $3, $4, $5)',
+    values: [e.event, e.userId ?? null, e.sessionId ?? null, e.ip, e.userAgent ?? null]
+  })
+}

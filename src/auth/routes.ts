@@ -7,13 +7,14 @@ import { passwordPolicyError, type Passwords } from './passwords.js'
 import { bearerToken, nextTokenId, newTokenId, tokenHash, type Claims, type Tokens, type TokenType } from './tokens.js'
 import * as q from './queries.js'
 import {
-  ErrorBody, MeReply, RefreshBody, RefreshReply, SignInBody, SignInReply, SignOutQuery, SignUpBody, SignUpReply
+  ErrorBody, ErrorReply, MeReply, RefreshBody, RefreshReply, SignInBody, SignInReply, SignOutQuery, SignUpBody, SignUpReply
 } from './schemas.js'
 
 const EMAIL = /^[^\s@\p{Cc}]{1,64}@(?:[\p{L}\p{N}](?:[\p{L}\p{N}-]{0,61}[\p{L}\p{N}])?\.)+[\p{L}](?:[\p{L}\p{N}-]{0,61}[\p{L}\p{N}])?$/u
 const CONTROL = /\p{Cc}/u
 
-const errors = (...codes: number[]) => Object.fromEntries(codes.map((c) => [c, ErrorBody]))
+// The error statuses a route answers (and 500, which any route may), each the shared ErrorBody.
+const errors = (...codes: number[]) => Object.fromEntries([...codes, 500].map((c) => [c, ErrorReply(c)]))
 const bearer = [{ bearerAuth: [] }]
 
 // RFC 6749 §5.1: responses carrying tokens must not be cached.
@@ -42,6 +43,7 @@ export interface AuthRoutesOptions {
 
 export default async function authRoutes (fastify: FastifyInstance, { passwords, tokens }: AuthRoutesOptions): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
+  app.addSchema(ErrorBody)
   const { config } = app
   const db = app.pg.pool
 
@@ -70,6 +72,7 @@ export default async function authRoutes (fastify: FastifyInstance, { passwords,
     const passwordHash = await passwords.hash(request.body.password)
     const user = await q.insertUser(db, { name, email, passwordHash })
     if (user === undefined) throw new AppError(409, 'EMAIL_TAKEN', 'An account with this email already exists')
+    request.event = { outcome: 'success', userId: user.id }
     request.log.info({ userId: user.id }, 'user signed up')
     return await reply.code(201).send({
       msg: 'User registered successfully',
@@ -82,7 +85,11 @@ export default async function authRoutes (fastify: FastifyInstance, { passwords,
       tags: ['auth'],
       summary: 'Sign in with email and password',
       body: SignInBody,
-      response: { 200: SignInReply, ...errors(400, 401, 413, 415, 429, 503) }
+      response: {
+        200: SignInReply,
+        ...errors(400, 413, 415, 429, 503),
+        401: ErrorReply(401, 'INVALID_CREDENTIALS: unknown email or wrong password (the same answer for both)')
+      }
     }
   }, async (request, reply) => {
     const email = request.body.email.trim().toLowerCase()
@@ -90,7 +97,7 @@ export default async function authRoutes (fastify: FastifyInstance, { passwords,
     // An unknown email is verified against a dummy hash: same work, same time, same 401.
     const ok = await passwords.verify(user?.password_hash, request.body.password)
     if (user === undefined || !ok) {
-      request.log.info({ userId: user?.id }, 'sign-in failed')
+      request.event = { outcome: 'invalid_credentials', userId: user?.id }
       throw invalidCredentials()
     }
     if (passwords.needsRehash(user.password_hash)) {
@@ -106,6 +113,7 @@ export default async function authRoutes (fastify: FastifyInstance, { passwords,
       userAgent: request.headers['user-agent']?.slice(0, 512),
       ip: request.ip
     })
+    request.event = { outcome: 'success', userId: user.id, sessionId: sid }
     return await reply.headers(NO_STORE).send({
       access_token: tokens.access(user.id, sid),
       refresh_token: tokens.refresh(user.id, sid, jti),
@@ -131,11 +139,15 @@ export default async function authRoutes (fastify: FastifyInstance, { passwords,
     const access = { access_token: tokens.access(sub, sid), token_type: 'Bearer' as const, expires_in: config.JWT_ACCESS_TTL }
 
     if (!config.REFRESH_TOKEN_ROTATION) {
-      if (await q.touchSession(db, { sid, sub, hash: oldHash })) return await reply.headers(NO_STORE).send(access)
+      if (await q.touchSession(db, { sid, sub, hash: oldHash })) {
+        request.event = { outcome: 'refreshed', userId: sub, sessionId: sid }
+        return await reply.headers(NO_STORE).send(access)
+      }
     } else {
       const next = nextTokenId(jti)
       const newHash = tokenHash(next)
       if (await q.rotateRefreshToken(db, { sid, sub, oldHash, newHash, ttl: config.JWT_REFRESH_TTL })) {
+        request.event = { outcome: 'rotated', userId: sub, sessionId: sid }
         return await reply.headers(NO_STORE).send({ ...access, refresh_token: tokens.refresh(sub, sid, next) })
       }
       // Slow path: find out why the token did not match.
@@ -144,12 +156,14 @@ export default async function authRoutes (fastify: FastifyInstance, { passwords,
         sameHash(state.previous_hash, oldHash) && sameHash(state.refresh_hash, newHash)) {
         // The token was rotated moments ago (a retry after a lost answer, two tabs at once):
         // hand out the same successor instead of treating it as theft.
+        request.event = { outcome: 'grace', userId: sub, sessionId: sid }
         return await reply.headers(NO_STORE).send({ ...access, refresh_token: tokens.refresh(sub, sid, next) })
       }
       if (state !== undefined && !state.revoked && !state.expired) {
         // A retired refresh token came back: someone holds a copy. End the whole session,
         // so the newest token stops working too.
         await q.endSessions(db, { sid, sub, all: false, reason: 'refresh-reuse' })
+        request.event = { outcome: 'reuse_detected', userId: sub, sessionId: sid }
         request.log.warn({ userId: sub, sessionId: sid }, 'refresh token reuse detected; session ended')
         throw tokenError('TOKEN_REVOKED', 'Refresh token was already used; the session has been ended')
       }
@@ -165,6 +179,7 @@ export default async function authRoutes (fastify: FastifyInstance, { passwords,
     schema: {
       tags: ['auth'],
       summary: 'The signed-in user',
+      description: 'Send the access token as `Authorization: Bearer <access_token>`.',
       security: bearer,
       response: { 200: MeReply, ...errors(401, 503) }
     }
@@ -179,7 +194,8 @@ export default async function authRoutes (fastify: FastifyInstance, { passwords,
     schema: {
       tags: ['auth'],
       summary: 'End this session (or every session with ?scope=all)',
-      description: 'Refresh tokens of the ended sessions stop working at once; access tokens stay valid until they expire.',
+      description: 'Send the refresh token as `Authorization: Bearer <refresh_token>` or as `{"refresh_token": ...}`. ' +
+        'Refresh tokens of the ended sessions stop working at once; access tokens stay valid until they expire.',
       security: bearer,
       querystring: SignOutQuery,
       body: RefreshBody,
@@ -190,7 +206,7 @@ export default async function authRoutes (fastify: FastifyInstance, { passwords,
     const { sub, sid } = authenticate(request, 'refresh', request.body.refresh_token)
     const ended = await q.endSessions(db, { sid, sub, all: request.query.scope === 'all', reason: 'sign-out' })
     if (ended === 0) throw tokenError('TOKEN_REVOKED', 'Session has already ended')
-    request.log.info({ userId: sub, sessionId: sid, sessions: ended }, 'signed out')
+    request.event = { outcome: 'success', userId: sub, sessionId: sid }
     return await reply.code(204).send(null)
   })
 }

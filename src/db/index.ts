@@ -3,6 +3,7 @@ import fastifyPostgres from '@fastify/postgres'
 import type { FastifyInstance } from 'fastify'
 import { startEmbeddedDatabase } from './embedded.js'
 import { MIGRATIONS_TABLE, runMigrations, shippedMigrations } from './migrate.js'
+import { prune } from './prune.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -15,7 +16,6 @@ async function database (app: FastifyInstance): Promise<void> {
   const { config } = app
   let connectionString = config.DATABASE_URL
   let poolMax = config.DB_POOL_MAX
-  const embedded = connectionString === undefined
   if (connectionString === undefined) {
     const db = await startEmbeddedDatabase(config.DATA_DIR)
     // Registered before the pool, so it runs after the pool has closed (hooks run last-in, first-out).
@@ -36,11 +36,10 @@ async function database (app: FastifyInstance): Promise<void> {
     query_timeout: config.DB_STATEMENT_TIMEOUT_MS + 1000,
     idleTimeoutMillis: 30_000
   })
-  if (embedded) {
-    // PGlite is one session that outlives our connection: statements prepared by a connection
-    // that has since closed would clash with the new one's ("already exists").
-    app.pg.pool.on('connect', (client) => { client.query('DEALLOCATE ALL').catch(() => {}) })
-  }
+  // With PGlite (embedded, or any pglite-socket server) every connection shares one session that
+  // outlives it: statements prepared by a connection that has since closed would clash with the
+  // new one's ("already exists"). On a real server a new connection has none: a no-op.
+  app.pg.pool.on('connect', (client) => { client.query('DEALLOCATE ALL').catch(() => {}) })
   // pg emits 'error' for idle clients whose connection dies; unhandled, it would crash the process.
   app.pg.pool.on('error', (err) => app.log.warn({ err: { code: (err as { code?: string }).code, message: err.message } }, 'idle database connection lost'))
 
@@ -57,3 +56,22 @@ async function database (app: FastifyInstance): Promise<void> {
 }
 
 export default fp(database, { name: 'database' })
+
+/**
+ * The periodic housekeeping job (every PRUNE_INTERVAL_SECONDS, first run shortly after start).
+ * Every replica runs it; the advisory lock in prune() lets one of them work at a time.
+ */
+export function startPruning (app: FastifyInstance): void {
+  const { PRUNE_INTERVAL_SECONDS: interval, AUDIT_RETENTION_DAYS: days } = app.config
+  if (interval === 0) return
+  const run = (): void => {
+    prune(app.pg.pool, days)
+      .then((result) => { if (result !== null) app.log.info({ pruned: result }, 'housekeeping') })
+      .catch((err: Error) => app.log.warn({ err: { message: err.message } }, 'housekeeping failed'))
+  }
+  let timer: NodeJS.Timeout | undefined
+  app.addHook('onReady', async () => {
+    timer = setTimeout(function tick () { run(); timer = setTimeout(tick, interval * 1000).unref() }, 5000).unref()
+  })
+  app.addHook('preClose', async () => { clearTimeout(timer) })
+}

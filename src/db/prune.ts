@@ -1,0 +1,37 @@
+import type { Pool } from 'pg'
+
+// Ended sessions are kept this long after they end (for the sessions list and investigations).
+const SESSION_RETENTION_DAYS = 7
+// Any number shared by every replica: the advisory lock that lets one of them prune at a time.
+const PRUNE_LOCK = 7_316_540_021
+
+export interface PruneResult { sessions: number, auditEvents: number }
+
+/**
+ * Deletes sessions that ended (expired or revoked) over a week ago and audit events older than
+ * `auditRetentionDays`. Safe with several replicas: the one holding the advisory lock prunes,
+ * the others return null at once.
+ */
+export async function prune (pool: Pool, auditRetentionDays: number): Promise<PruneResult | null> {
+  const client = await pool.connect()
+  try {
+    await client.query('BEGIN')
+    const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_xact_lock($1) AS locked', [PRUNE_LOCK])
+    if (rows[0]?.locked !== true) {
+      await client.query('ROLLBACK')
+      return null
+    }
+    const sessions = await client.query(
+      `DELETE FROM sessions
+       WHERE expires_at < now() - make_interval(days => $1) OR revoked_at < now() - make_interval(days => $1)`,
+      [SESSION_RETENTION_DAYS])
+    const audit = await client.query('DELETE FROM audit_events WHERE created_at < now() - make_interval(days => $1)', [auditRetentionDays])
+    await client.query('COMMIT')
+    return { sessions: sessions.rowCount ?? 0, auditEvents: audit.rowCount ?? 0 }
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {})
+    throw err
+  } finally {
+    client.release()
+  }
+}

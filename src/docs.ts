@@ -1,0 +1,43 @@
+import { readFileSync } from 'node:fs'
+import type { FastifyInstance } from 'fastify'
+import fastifySwagger from '@fastify/swagger'
+import fastifySwaggerUi from '@fastify/swagger-ui'
+
+// ../package.json from src/ (tsx) and from dist/ (built) alike. @fastify/swagger's own default
+// would be its own package's version, not ours.
+const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
+
+/**
+ * GET /docs (interactive docs) and GET /docs/json (OpenAPI 3), generated from the route schemas.
+ * Must be registered before the routes: @fastify/swagger collects them as they are added.
+ */
+export async function registerDocs (app: FastifyInstance): Promise<void> {
+  await app.register(fastifySwagger, {
+    // Shared schemas (ErrorBody) become components named by their $id, not def-0, def-1...
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => typeof json.$id === 'string' ? json.$id : `def-${i}` },
+    openapi: {
+      info: {
+        title: 'auth-service',
+        version: pkg.version,
+        description: 'Password sign-in with JWTs: sign-up, sign-in, refresh-token rotation, sign-out and ' +
+          'server-side sessions. Every error is JSON `{ statusCode, error, code, message }` (`ErrorBody`); ' +
+          'every 401 carries `WWW-Authenticate: Bearer`.'
+      },
+      tags: [
+        { name: 'auth', description: 'Accounts, tokens and sessions' },
+        { name: 'service', description: 'Health and operations' }
+      ],
+      components: {
+        securitySchemes: {
+          bearerAuth: {
+            type: 'http',
+            scheme: 'bearer',
+            bearerFormat: 'JWT',
+            description: 'The access token from sign-in, or the refresh token where the operation says so'
+          }
+        }
+      }
+    }
+  })
+  await app.register(fastifySwaggerUi, { routePrefix: '/docs' })
+}

@@ -1,0 +1,115 @@
+import fp from 'fastify-plugin'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { FastifyInstance } from 'fastify'
+import { insertAuditEvent } from './auth/queries.js'
+
+/** What an auth request amounted to: set by handlers, or by the error handler from the error code. */
+export interface AuthEvent {
+  outcome: string
+  userId?: string
+  sessionId?: string
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    event: AuthEvent | null
+  }
+}
+
+const ACTIONS: Record<string, string> = {
+  '/auth/sign-up': 'sign_up',
+  '/auth/sign-in': 'sign_in',
+  '/auth/refresh': 'refresh',
+  '/auth/sign-out': 'sign_out'
+}
+
+// The security events kept in audit_events, by action and outcome.
+const AUDITED: Record<string, string> = {
+  'sign_up:success': 'sign-up',
+  'sign_in:success': 'sign-in',
+  'sign_in:invalid_credentials': 'sign-in-failed',
+  'sign_in:rate_limited': 'sign-in-throttled',
+  'refresh:reuse_detected': 'refresh-reuse',
+  'sign_out:success': 'sign-out'
+}
+
+export type Metrics = ReturnType<typeof createMetrics>
+
+/** Prometheus metrics, in a registry of this app's own (tests build many apps in one process). */
+export function createMetrics () {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry })
+  const registers = [registry]
+  return {
+    registry,
+    http: new Histogram({
+      name: 'http_request_duration_seconds',
+      help: 'HTTP requests by route and status: duration (its _count is the request count)',
+      labelNames: ['method', 'route', 'status_code'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers
+    }),
+    outcomes: new Counter({
+      name: 'auth_outcomes_total',
+      help: 'Auth requests by action (sign_up, sign_in, refresh, sign_out) and outcome (success, invalid_credentials, rate_limited, rotated, token_expired, token_revoked, reuse_detected, ...)',
+      labelNames: ['action', 'outcome'],
+      registers
+    }),
+    argon2: new Histogram({
+      name: 'auth_argon2_duration_seconds',
+      help: 'Time of each argon2 hash or verify, queueing excluded',
+      buckets: [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1],
+      registers
+    }),
+    registers
+  }
+}
+
+/** Request metrics and the audit trail, both from one onResponse hook (after the answer is sent). */
+async function observe (app: FastifyInstance, { metrics, queueDepth }: { metrics: Metrics | null, queueDepth: () => number }): Promise<void> {
+  app.decorateRequest('event', null)
+
+  if (metrics !== null) {
+    const { registers } = metrics
+    // eslint-disable-next-line no-new
+    new Gauge({ name: 'auth_argon2_queue_depth', help: 'Sign-ins and sign-ups waiting for a hashing slot', registers, collect () { this.set(queueDepth()) } })
+    // eslint-disable-next-line no-new
+    new Gauge({
+      name: 'db_pool_connections',
+      help: 'Database pool connections by state (total, idle, waiting = requests waiting for one)',
+      labelNames: ['state'],
+      registers,
+      collect () {
+        const pool = app.pg.pool
+        this.set({ state: 'total' }, pool.totalCount)
+        this.set({ state: 'idle' }, pool.idleCount)
+        this.set({ state: 'waiting' }, pool.waitingCount)
+      }
+    })
+    const schema = { tags: ['service'], summary: 'Prometheus metrics (text format)' }
+    app.get('/metrics', { schema }, async (_request, reply) => {
+      return await reply.type(metrics.registry.contentType).send(await metrics.registry.metrics())
+    })
+  }
+
+  app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url ?? 'unmatched'
+    metrics?.http.observe({ method: request.method, route, status_code: reply.statusCode }, reply.elapsedTime / 1000)
+    const action = ACTIONS[route]
+    if (action === undefined) return
+    const event = request.event ?? { outcome: reply.statusCode < 400 ? 'success' : `status_${reply.statusCode}` }
+    metrics?.outcomes.inc({ action, outcome: event.outcome })
+    const audited = AUDITED[`${action}:${event.outcome}`]
+    if (audited === undefined) return
+    // Not awaited by the client: the answer has already gone. A failure is logged, not fatal.
+    insertAuditEvent(app.pg.pool, {
+      event: audited,
+      userId: event.userId,
+      sessionId: event.sessionId,
+      ip: request.ip,
+      userAgent: request.headers['user-agent']?.slice(0, 512)
+    }).catch((err: Error) => request.log.warn({ err: { message: err.message }, event: audited }, 'audit event not written'))
+  })
+}
+
+export default fp(observe, { name: 'observe' })

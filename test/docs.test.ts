@@ -1,0 +1,123 @@
+import t from 'tap'
+import SwaggerParser from '@apidevtools/swagger-parser'
+import type { FastifyInstance } from 'fastify'
+import { build, createDatabase } from './helper.js'
+
+const databaseUrl = await createDatabase(t)
+const app = await build(t, databaseUrl)
+
+interface Operation {
+  security?: Array<Record<string, string[]>>
+  responses: Record<string, { description: string, content?: Record<string, { schema: { $ref?: string } }> }>
+}
+type Document = { paths: Record<string, Record<string, Operation>> } & Record<string, unknown>
+
+/** Every route the app has, as "METHOD /path/{param}", from Fastify's own route tree. */
+function appRoutes (app: FastifyInstance): string[] {
+  const routes: string[] = []
+  const segments: string[] = []
+  for (const line of app.printRoutes({ commonPrefix: false }).split('\n')) {
+    const m = /^([│ ]*)[├└]── (.+?)(?: \(([^)]+)\))?$/.exec(line)
+    if (m === null) continue
+    segments.length = m[1].length / 4
+    segments.push(m[2])
+    const path = segments.join('').replace(/:(\w+)/g, '{$1}')
+    for (const method of m[3]?.split(', ') ?? []) routes.push(`${method} ${path}`)
+  }
+  return routes
+}
+
+const getDocument = async (): Promise<Document> => (await app.inject({ method: 'GET', url: '/docs/json' })).json()
+
+// What the contract says each route answers, besides the statuses every route may give.
+const CONTRACT: Record<string, string[]> = {
+  'POST /auth/sign-up': ['400', '409'],
+  'POST /auth/sign-in': ['400', '401'],
+  'POST /auth/refresh': ['401'],
+  'GET /auth/me': ['401'],
+  'POST /auth/sign-out': ['401'],
+  'GET /health': [],
+  'GET /health/ready': ['503']
+}
+const SECURED = ['POST /auth/refresh', 'GET /auth/me', 'POST /auth/sign-out']
+
+t.test('GET /docs/json → 200, a valid OpenAPI 3 document', async (t) => {
+  const res = await app.inject({ method: 'GET', url: '/docs/json' })
+  t.equal(res.statusCode, 200)
+  t.match(res.headers['content-type'], /^application\/json/)
+  const doc = res.json()
+  t.match(doc.openapi, /^3\./)
+  // validate() dereferences in place: give it a copy.
+  await t.resolves(SwaggerParser.validate(structuredClone(doc)), 'valid against the OpenAPI 3 schema')
+  t.match(doc.info, { title: 'auth-service', version: /^\d+\.\d+\.\d+/, description: String })
+  t.match(doc.components.securitySchemes.bearerAuth, { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' })
+  t.same(doc.tags.map((tag: { name: string }) => tag.name).sort(), ['auth', 'service'])
+  t.match(doc.components.schemas.ErrorBody, { required: ['statusCode', 'error', 'code', 'message'] })
+})
+
+t.test('the document lists every route of the service, and no /docs route', async (t) => {
+  const doc = await getDocument()
+  const documented = Object.entries(doc.paths).flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${path}`))
+  for (const route of Object.keys(CONTRACT)) t.ok(documented.includes(route), route)
+  const served = appRoutes(app).filter((r) => !r.startsWith('HEAD ') && !/ \/docs(\/|$)/.test(r))
+  t.ok(served.length >= Object.keys(CONTRACT).length, 'the route tree was read')
+  t.same(documented.sort(), [...new Set(served)].sort(), 'exactly the routes the app serves')
+})
+
+t.test('every error response is described and is the shared ErrorBody', async (t) => {
+  const doc = await getDocument()
+  for (const [route, statuses] of Object.entries(CONTRACT)) {
+    const [method, path] = route.split(' ')
+    const responses = doc.paths[path][method.toLowerCase()].responses
+    for (const status of statuses) t.ok(responses[status] !== undefined, `${route} lists ${status}`)
+  }
+  for (const [path, ops] of Object.entries(doc.paths)) {
+    for (const [method, op] of Object.entries(ops)) {
+      for (const [status, response] of Object.entries(op.responses).filter(([s]) => Number(s) >= 400)) {
+        const where = `${method.toUpperCase()} ${path} ${status}`
+        t.equal(response.content?.['application/json'].schema.$ref, '#/components/schemas/ErrorBody', where)
+        t.not(response.description, 'Default Response', `${where} says what it means`)
+      }
+    }
+  }
+})
+
+t.test('secured operations carry bearerAuth, the others none', async (t) => {
+  const doc = await getDocument()
+  for (const route of Object.keys(CONTRACT)) {
+    const [method, path] = route.split(' ')
+    const op = doc.paths[path][method.toLowerCase()]
+    if (SECURED.includes(route)) t.same(op.security, [{ bearerAuth: [] }], route)
+    else t.equal(op.security, undefined, route)
+  }
+})
+
+t.test('request bodies carry examples', async (t) => {
+  const doc = await getDocument()
+  for (const path of ['/auth/sign-up', '/auth/sign-in']) {
+    const op = doc.paths[path].post as unknown as { requestBody: { content: Record<string, { schema: { properties: Record<string, { example?: unknown }> } }> } }
+    const { properties } = op.requestBody.content['application/json'].schema
+    for (const [name, field] of Object.entries(properties)) t.ok(field.example !== undefined, `${path} ${name}`)
+  }
+})
+
+t.test('GET /docs → 200 HTML (the interactive docs), with an X-Request-Id', async (t) => {
+  let res = await app.inject({ method: 'GET', url: '/docs' })
+  if (res.statusCode >= 300 && res.statusCode < 400) res = await app.inject({ method: 'GET', url: res.headers.location as string })
+  t.equal(res.statusCode, 200)
+  t.match(res.headers['content-type'], /^text\/html/)
+  t.match(res.body, /swagger/i)
+  t.ok(res.headers['x-request-id'], 'x-request-id')
+  const asset = await app.inject({ method: 'GET', url: '/docs/static/swagger-ui-bundle.js' })
+  t.equal(asset.statusCode, 200, 'the UI is served from the package, not a CDN')
+})
+
+t.test('unknown routes, under /docs too, still get the JSON 404', async (t) => {
+  for (const url of ['/nope', '/docs/nope.js']) {
+    const res = await app.inject({ method: 'GET', url })
+    t.equal(res.statusCode, 404, url)
+    t.match(res.headers['content-type'], /^application\/json; charset=utf-8/, url)
+    t.equal(res.json().code, 'NOT_FOUND', url)
+    t.ok(res.headers['x-request-id'], `${url} x-request-id`)
+  }
+})
