@@ -1,9 +1,7 @@
-import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { once } from 'node:events'
 import t from 'tap'
 import { chromium } from 'playwright-core'
-import { createDatabase, EMBEDDED, PASSWORD, SECRET, uniqueEmail } from './helper.js'
+import { createDatabase, PASSWORD, spawnServer, uniqueEmail } from './helper.js'
 
 // The interactive docs as a person uses them: Debian's Chromium, headless, against the real
 // process. DOCS_SCREENSHOT=/tmp/docs.png keeps a picture of the page after the sign-up.
@@ -11,44 +9,11 @@ const CHROMIUM = '/usr/bin/chromium'
 const ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
   '--disable-sync', '--no-first-run', '--disable-quic']
 
-/** `node --import tsx src/server.ts` on 127.0.0.1 and a free port; resolves to its base URL. */
-async function startServer (t: { teardown: (fn: () => unknown) => void }, databaseUrl: string): Promise<string> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-    env: {
-      PATH: process.env.PATH ?? '',
-      HOST: '127.0.0.1',
-      PORT: '0',
-      DATABASE_URL: databaseUrl,
-      JWT_SECRET_KEY: SECRET,
-      // An embedded database serves a single connection (src/db/embedded.ts).
-      ...(EMBEDDED ? { DB_POOL_MAX: '1' } : {})
-    },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  t.teardown(async () => {
-    if (child.exitCode !== null) return
-    child.kill('SIGTERM')
-    await once(child, 'exit')
-  })
-  let out = ''
-  let err = ''
-  child.stderr.on('data', (d) => { err += String(d) })
-  return await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no start within 20 s: ${out} ${err}`)), 20_000)
-    child.stdout.on('data', (d) => {
-      out += String(d)
-      const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(out)
-      if (m !== null) { clearTimeout(timer); resolve(m[1]) }
-    })
-    child.on('exit', () => { clearTimeout(timer); reject(new Error(`exited: ${err}`)) })
-  })
-}
-
 if (!existsSync(CHROMIUM)) {
   t.plan(0, `no ${CHROMIUM} (apt-get install chromium)`)
 } else {
   t.test('/docs in a browser: lists the endpoints, and "Try it out" signs a user up → 201', async (t) => {
-    const base = await startServer(t, await createDatabase(t))
+    const base = await spawnServer(t, await createDatabase(t)).listening
     const browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS })
     t.teardown(async () => await browser.close())
     const page = await browser.newPage()

@@ -1,3 +1,4 @@
+import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes, randomUUID } from 'node:crypto'
 import { Writable } from 'node:stream'
 import pg from 'pg'
@@ -102,4 +103,44 @@ export async function refresh (app: FastifyInstance, token: string): Promise<Lig
 /** The claims of a JWT, without verifying it (tests inspect what the service issued). */
 export function claimsOf (token: string): Record<string, unknown> {
   return JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString())
+}
+
+export interface ServerProcess {
+  child: ChildProcess
+  /** Resolves to the base URL once it listens; rejects if it exits or does not start in 20 s. */
+  listening: Promise<string>
+  output: () => { out: string, err: string }
+}
+
+/**
+ * The real process entry (src/server.ts, as `npm start` runs it after building) on 127.0.0.1 and
+ * a free port. `databaseUrl` undefined: the server runs without DATABASE_URL. Stopped at teardown.
+ */
+export function spawnServer (t: TapLike, databaseUrl: string | undefined, env: Record<string, string> = {}): ServerProcess {
+  const settings = databaseUrl === undefined ? { JWT_SECRET_KEY: SECRET, ...env } : testEnv(databaseUrl, { LOG_LEVEL: 'info', ...env })
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: '0', ...settings },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let out = ''
+  let err = ''
+  child.stdout?.on('data', (d) => { out += String(d) })
+  child.stderr?.on('data', (d) => { err += String(d) })
+  t.teardown(async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return
+    child.kill('SIGTERM')
+    const killer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+    await new Promise((resolve) => child.once('exit', resolve))
+    clearTimeout(killer)
+  })
+  const listening = new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no start within 20 s: ${out} ${err}`)), 20_000)
+    child.stdout?.on('data', () => {
+      const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(out)
+      if (m !== null) { clearTimeout(timer); resolve(m[1]) }
+    })
+    child.on('exit', () => { clearTimeout(timer); reject(new Error(`exited: ${err}`)) })
+  })
+  listening.catch(() => {}) // a test that expects the start to fail never awaits it
+  return { child, listening, output: () => ({ out, err }) }
 }

@@ -5,7 +5,7 @@ import http from 'node:http'
 import net from 'node:net'
 import { join } from 'node:path'
 import t from 'tap'
-import { createDatabase, PASSWORD, SECRET, uniqueEmail } from './helper.js'
+import { createDatabase, PASSWORD, spawnServer, uniqueEmail, type ServerProcess } from './helper.js'
 
 // The service behind Debian's nginx on loopback, configured from deploy/nginx.conf.
 const nginx = (() => { try { return execFileSync('sh', ['-c', 'command -v nginx']).toString().trim() } catch { return '' } })()
@@ -17,20 +17,6 @@ const freePort = async (): Promise<number> => {
   const { port } = s.address() as net.AddressInfo
   s.close()
   return port
-}
-
-async function startService (env: Record<string, string>): Promise<{ lines: string[] }> {
-  const lines: string[] = []
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', JWT_SECRET_KEY: SECRET, ...env },
-    stdio: ['ignore', 'pipe', 'inherit']
-  })
-  t.teardown(() => { child.kill('SIGTERM') })
-  child.stdout.on('data', (d) => lines.push(...String(d).split('\n').filter(Boolean)))
-  for (let i = 0; i < 200 && !lines.some((l) => l.includes('Server listening')); i++) {
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-  return { lines }
 }
 
 async function startNginx (upstreamPort: number): Promise<number> {
@@ -80,14 +66,15 @@ async function signInFrom (localAddress: string, port: number, email: string): P
   })
 }
 
-const ipOf = (lines: string[], requestId: string) =>
-  lines.map((l) => JSON.parse(l)).find((e) => e.reqId === requestId && e.msg === 'request')?.ip
+/** The client IP the service logged for a request. */
+const ipOf = (server: ServerProcess, requestId: string) =>
+  server.output().out.split('\n').filter(Boolean).map((l) => JSON.parse(l)).find((e) => e.reqId === requestId && e.msg === 'request')?.ip
+const portOf = async (server: ServerProcess) => Number(new URL(await server.listening).port)
 
 t.test('behind nginx with TRUST_PROXY=1 the client IP is the one nginx forwarded, not a forged one', async (t) => {
   const databaseUrl = await createDatabase(t)
-  const servicePort = await freePort()
-  const service = await startService({ DATABASE_URL: databaseUrl, PORT: String(servicePort), TRUST_PROXY: '1' })
-  const proxyPort = await startNginx(servicePort)
+  const service = spawnServer(t, databaseUrl, { TRUST_PROXY: '1' })
+  const proxyPort = await startNginx(await portOf(service))
   const email = uniqueEmail('proxied')
   const signUp = await fetch(`http://127.0.0.1:${proxyPort}/auth/sign-up`, {
     method: 'POST',
@@ -100,15 +87,14 @@ t.test('behind nginx with TRUST_PROXY=1 the client IP is the one nginx forwarded
   const res = await signInFrom('127.0.0.5', proxyPort, email)
   t.equal(res.status, 200)
   await new Promise((resolve) => setTimeout(resolve, 200))
-  t.equal(ipOf(service.lines, res.requestId), '127.0.0.5', 'the address nginx saw, not 203.0.113.7 nor nginx itself')
+  t.equal(ipOf(service, res.requestId), '127.0.0.5', 'the address nginx saw, not 203.0.113.7 nor nginx itself')
 })
 
 t.test('without TRUST_PROXY the service ignores X-Forwarded-For', async (t) => {
   const databaseUrl = await createDatabase(t)
-  const servicePort = await freePort()
-  const service = await startService({ DATABASE_URL: databaseUrl, PORT: String(servicePort) })
-  const res = await signInFrom('127.0.0.6', servicePort, uniqueEmail('direct'))
+  const service = spawnServer(t, databaseUrl)
+  const res = await signInFrom('127.0.0.6', await portOf(service), uniqueEmail('direct'))
   t.equal(res.status, 401)
   await new Promise((resolve) => setTimeout(resolve, 200))
-  t.equal(ipOf(service.lines, res.requestId), '127.0.0.6', 'the TCP peer, the forged header ignored')
+  t.equal(ipOf(service, res.requestId), '127.0.0.6', 'the TCP peer, the forged header ignored')
 })

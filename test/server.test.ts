@@ -1,33 +1,9 @@
-import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import t from 'tap'
-import { createDatabase, EMBEDDED, PASSWORD, SECRET, uniqueEmail } from './helper.js'
-
-// The real process entry (src/server.ts), as `npm start` runs it after building.
-function startServer (env: Record<string, string>) {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: '0', JWT_SECRET_KEY: SECRET, ...env },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let out = ''
-  let err = ''
-  child.stdout.on('data', (d) => { out += String(d) })
-  child.stderr.on('data', (d) => { err += String(d) })
-  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
-  const listening = new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no start within 20 s: ${out} ${err}`)), 20_000)
-    child.stdout.on('data', () => {
-      const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(out)
-      if (m !== null) { clearTimeout(timer); resolve(m[1]) }
-    })
-    child.on('exit', () => { clearTimeout(timer); reject(new Error(`exited: ${err}`)) })
-  })
-  listening.catch(() => {}) // a test that expects the start to fail never awaits it
-  return { child, listening, output: () => ({ out, err }) }
-}
+import { createDatabase, EMBEDDED, PASSWORD, spawnServer, uniqueEmail } from './helper.js'
 
 t.test('a bad setting stops the start with one line naming the variable', async (t) => {
-  const { child, output } = startServer({ DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/postgres', PORT: 'abc' })
+  const { child, output } = spawnServer(t, 'postgres://postgres@127.0.0.1:5432/postgres', { PORT: 'abc' })
   const [code] = await once(child, 'exit')
   t.equal(code, 1)
   t.match(output().err.trim(), /^configuration error: PORT: must be integer/)
@@ -37,7 +13,7 @@ t.test('a bad setting stops the start with one line naming the variable', async 
 t.test('SIGTERM: requests in flight finish, then the process exits 0 within 10 s', async (t) => {
   const databaseUrl = await createDatabase(t)
   // Slow hashing (about half a second) so that a sign-up is surely in flight at the signal.
-  const server = startServer({ DATABASE_URL: databaseUrl, ARGON2_ITERATIONS: '20', ARGON2_MEMORY_KIB: '19456' })
+  const server = spawnServer(t, databaseUrl, { ARGON2_ITERATIONS: '20', ARGON2_MEMORY_KIB: '19456' })
   const base = await server.listening
   t.equal((await fetch(`${base}/health`)).status, 200)
 
@@ -59,7 +35,7 @@ t.test('SIGTERM: requests in flight finish, then the process exits 0 within 10 s
 
 t.test('replicas starting together apply migrations once, under a lock', { skip: EMBEDDED && 'needs a shared PostgreSQL server (TEST_DATABASE_URL)' }, async (t) => {
   const databaseUrl = await createDatabase(t)
-  const servers = [1, 2, 3].map(() => startServer({ DATABASE_URL: databaseUrl }))
+  const servers = [1, 2, 3].map(() => spawnServer(t, databaseUrl))
   const bases = await Promise.all(servers.map(async (s) => await s.listening))
   for (const base of bases) t.equal((await fetch(`${base}/health/ready`)).status, 200)
   for (const s of servers) s.child.kill('SIGTERM')
