@@ -36,7 +36,7 @@ const DB_UNAVAILABLE_CODES = new Set([
 ])
 const DB_UNAVAILABLE_MESSAGES = /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Connection is closed|connect ECONNREFUSED/i
 
-export function isDatabaseUnavailable (err: { code?: unknown, message?: unknown }): boolean {
+function isDatabaseUnavailable (err: { code?: unknown, message?: unknown }): boolean {
   return (typeof err.code === 'string' && DB_UNAVAILABLE_CODES.has(err.code)) ||
     (typeof err.message === 'string' && DB_UNAVAILABLE_MESSAGES.test(err.message))
 }

@@ -9,7 +9,6 @@ const ARGON2ID = 2 // Algorithm.Argon2id: a const enum, which type-stripping loa
 
 // 49k common passwords from zxcvbn-ts, compared case-insensitively.
 const COMMON_PASSWORDS = new Set(dictionary['passwords-common'].map((p) => p.toLowerCase()))
-export const COMMON_PASSWORD_COUNT = COMMON_PASSWORDS.size
 
 // Stored hashes asking for more than this are refused, not computed: a planted hash with
 // m=4GiB or t=1e6 would otherwise be a denial of service at sign-in.

@@ -135,31 +135,25 @@ export default async function authRoutes (fastify: FastifyInstance, { passwords,
     preValidation: optionalBody
   }, async (request, reply) => {
     const { sub, sid, jti } = authenticate(request, 'refresh', request.body.refresh_token)
+    const rotation = config.REFRESH_TOKEN_ROTATION
     const oldHash = tokenHash(jti)
-    const access = { access_token: tokens.access(sub, sid), token_type: 'Bearer' as const, expires_in: config.JWT_ACCESS_TTL }
-
-    if (!config.REFRESH_TOKEN_ROTATION) {
-      if (await q.touchSession(db, { sid, sub, hash: oldHash })) {
-        request.event = { outcome: 'refreshed', userId: sub, sessionId: sid }
-        return await reply.headers(NO_STORE).send(access)
-      }
-    } else {
-      const next = nextTokenId(jti)
-      const newHash = tokenHash(next)
-      if (await q.rotateRefreshToken(db, { sid, sub, oldHash, newHash, ttl: config.JWT_REFRESH_TTL })) {
-        request.event = { outcome: 'rotated', userId: sub, sessionId: sid }
-        return await reply.headers(NO_STORE).send({ ...access, refresh_token: tokens.refresh(sub, sid, next) })
-      }
+    const next = rotation ? nextTokenId(jti) : jti
+    const newHash = tokenHash(next)
+    let outcome = rotation ? 'rotated' : 'refreshed'
+    const matched = rotation
+      ? await q.rotateRefreshToken(db, { sid, sub, oldHash, newHash, ttl: config.JWT_REFRESH_TTL })
+      : await q.touchSession(db, { sid, sub, hash: oldHash })
+    if (!matched) {
       // Slow path: find out why the token did not match.
       const state = await q.findSessionState(db, sid, sub, config.REFRESH_REUSE_GRACE)
-      if (state !== undefined && !state.revoked && !state.expired && state.in_grace &&
-        sameHash(state.previous_hash, oldHash) && sameHash(state.refresh_hash, newHash)) {
+      if (state === undefined || state.revoked) throw tokenError('TOKEN_REVOKED', 'Session has ended')
+      if (state.expired) throw tokenError('TOKEN_EXPIRED', 'Session has expired')
+      if (!rotation) throw tokenError('TOKEN_REVOKED', 'Refresh token is no longer valid')
+      if (state.in_grace && sameHash(state.previous_hash, oldHash) && sameHash(state.refresh_hash, newHash)) {
         // The token was rotated moments ago (a retry after a lost answer, two tabs at once):
         // hand out the same successor instead of treating it as theft.
-        request.event = { outcome: 'grace', userId: sub, sessionId: sid }
-        return await reply.headers(NO_STORE).send({ ...access, refresh_token: tokens.refresh(sub, sid, next) })
-      }
-      if (state !== undefined && !state.revoked && !state.expired) {
+        outcome = 'grace'
+      } else {
         // A retired refresh token came back: someone holds a copy. End the whole session,
         // so the newest token stops working too.
         await q.endSessions(db, { sid, sub, all: false, reason: 'refresh-reuse' })
@@ -167,12 +161,14 @@ export default async function authRoutes (fastify: FastifyInstance, { passwords,
         request.log.warn({ userId: sub, sessionId: sid }, 'refresh token reuse detected; session ended')
         throw tokenError('TOKEN_REVOKED', 'Refresh token was already used; the session has been ended')
       }
-      if (state?.expired === true && !state.revoked) throw tokenError('TOKEN_EXPIRED', 'Session has expired')
-      throw tokenError('TOKEN_REVOKED', 'Session has ended')
     }
-    const state = await q.findSessionState(db, sid, sub, 0)
-    if (state?.expired === true && !state.revoked) throw tokenError('TOKEN_EXPIRED', 'Session has expired')
-    throw tokenError('TOKEN_REVOKED', 'Session has ended')
+    request.event = { outcome, userId: sub, sessionId: sid }
+    return await reply.headers(NO_STORE).send({
+      access_token: tokens.access(sub, sid),
+      token_type: 'Bearer',
+      expires_in: config.JWT_ACCESS_TTL,
+      ...(rotation ? { refresh_token: tokens.refresh(sub, sid, next) } : {})
+    })
   })
 
   app.get('/auth/me', {
