@@ -35,7 +35,8 @@ class RequestLog extends LogController {
   override requestCompleted (err: Error | null, request: FastifyRequest, reply: FastifyReply): void {
     request.log[reply.statusCode >= 500 ? 'error' : 'info']({
       method: request.method,
-      url: request.url,
+      // The path only: a client may wrongly put a token in the query string (?access_token=).
+      url: request.url.split('?')[0],
       statusCode: reply.statusCode,
       ms: Math.round(reply.elapsedTime * 10) / 10,
       ip: request.ip,

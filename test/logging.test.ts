@@ -23,12 +23,13 @@ t.test('logs are JSON lines, one per request with its id, and never hold a passw
   await app.inject({ method: 'POST', url: '/auth/refresh', headers: bearer(signIn.refresh_token) }) // reuse: logged as a warning
   await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refresh_token: 'not.a.token' } })
   await app.inject({ method: 'POST', url: '/auth/sign-out', headers: { authorization: 'Bearer garbage-token-value' } })
+  await app.inject({ method: 'GET', url: `/auth/me?access_token=${signIn.access_token}` }) // a client's mistake
   secrets.push('not.a.token', 'garbage-token-value')
 
   t.ok(log.lines.length > 0)
   const entries = log.lines.map((l) => JSON.parse(l))
   const requestLines = entries.filter((e) => e.msg === 'request')
-  t.equal(requestLines.length, 8, 'one line per request')
+  t.equal(requestLines.length, 9, 'one line per request')
   t.ok(requestLines.every((e) => typeof e.reqId === 'string' && typeof e.statusCode === 'number' && typeof e.ms === 'number'))
   t.ok(entries.some((e) => e.msg.includes('reuse detected')), 'refresh reuse is logged')
   for (const secret of secrets) {

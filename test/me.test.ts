@@ -94,11 +94,13 @@ t.test('me with an alg "none" token → 401 TOKEN_INVALID', async (t) => {
   t.match(outcome(await me(`Bearer ${unsigned}`)), unauthorized('TOKEN_INVALID'))
 })
 
-t.test('a correctly signed token without sid or without type → 401 TOKEN_INVALID', async (t) => {
+t.test('a correctly signed token without sid, type, exp or jti → 401 TOKEN_INVALID', async (t) => {
   const { access_token: token } = await newSession(app)
   t.equal((await me(`Bearer ${resigned(token)}`)).statusCode, 200, 'control: re-signed as it is, it works')
   t.match(outcome(await me(`Bearer ${resigned(token, {}, ['sid'])}`)), unauthorized('TOKEN_INVALID'), 'no sid')
   t.match(outcome(await me(`Bearer ${resigned(token, {}, ['type'])}`)), unauthorized('TOKEN_INVALID'), 'no type')
+  t.match(outcome(await me(`Bearer ${resigned(token, {}, ['exp'])}`)), unauthorized('TOKEN_INVALID'), 'no exp: a token that never expires is refused')
+  t.match(outcome(await me(`Bearer ${resigned(token, {}, ['jti'])}`)), unauthorized('TOKEN_INVALID'), 'no jti')
 })
 
 t.test('a correctly signed token from another issuer → 401 TOKEN_INVALID', async (t) => {

@@ -94,3 +94,16 @@ t.test('a password longer than the policy minimum set later still signs in (poli
   const res = await strict.inject({ method: 'POST', url: '/auth/sign-in', payload: { email: user.email, password: 'eightchrX' } })
   t.equal(res.statusCode, 200)
 })
+
+t.test('more sign-ins than hashing can serve within a second → the excess gets 503 with Retry-After at once', async (t) => {
+  // Slow hashing (t=20) so that 40 simultaneous sign-ins queue up far more than a second of work.
+  const slow = await build(t, await createDatabase(t), { ARGON2_ITERATIONS: '20' })
+  const results = await Promise.all(Array.from({ length: 40 }, async () =>
+    await slow.inject({ method: 'POST', url: '/auth/sign-in', payload: { email: uniqueEmail('crowd'), password: 'some password here' } })))
+  const refused = results.filter((r) => r.statusCode === 503)
+  const served = results.filter((r) => r.statusCode === 401)
+  t.equal(refused.length + served.length, 40, 'every request is either served or refused')
+  t.ok(refused.length > 0, `some refused (${refused.length})`)
+  t.ok(served.length >= 2, `some served (${served.length})`)
+  t.ok(refused.every((r) => r.json().code === 'SERVICE_UNAVAILABLE' && Number(r.headers['retry-after']) >= 1))
+})
