@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import fastifyPostgres from '@fastify/postgres'
 import type { FastifyInstance } from 'fastify'
+import type { ClientBase } from 'pg'
 import { startEmbeddedDatabase } from './embedded.js'
 import { MIGRATIONS_TABLE, runMigrations, shippedMigrations } from './migrate.js'
 import { prune } from './prune.js'
@@ -34,12 +35,12 @@ async function database (app: FastifyInstance): Promise<void> {
     connectionTimeoutMillis: config.DB_CONNECT_TIMEOUT_MS,
     statement_timeout: config.DB_STATEMENT_TIMEOUT_MS,
     query_timeout: config.DB_STATEMENT_TIMEOUT_MS + 1000,
-    idleTimeoutMillis: 30_000
+    idleTimeoutMillis: 30_000,
+    // With PGlite (embedded, or any pglite-socket server) every connection shares one session that
+    // outlives it: statements prepared by a connection that has since closed would clash with the
+    // new one's ("already exists"). On a real server a new connection has none: a no-op.
+    onConnect: async (client: ClientBase) => { await client.query('DEALLOCATE ALL') }
   })
-  // With PGlite (embedded, or any pglite-socket server) every connection shares one session that
-  // outlives it: statements prepared by a connection that has since closed would clash with the
-  // new one's ("already exists"). On a real server a new connection has none: a no-op.
-  app.pg.pool.on('connect', (client) => { client.query('DEALLOCATE ALL').catch(() => {}) })
   // pg emits 'error' for idle clients whose connection dies; unhandled, it would crash the process.
   app.pg.pool.on('error', (err) => app.log.warn({ err: { code: (err as { code?: string }).code, message: err.message } }, 'idle database connection lost'))
 
