@@ -1,15 +1,16 @@
 import { randomUUID } from 'node:crypto'
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
-import fastifyJwt from '@fastify/jwt'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { trustProxy, type Config } from './config.js'
 import database from './db/index.js'
 import { registerErrorHandler } from './errors.js'
 import { createPasswords } from './auth/passwords.js'
-import { createTokens, jwtOptions, signingSecret } from './auth/tokens.js'
+import { createTokens } from './auth/tokens.js'
 import authRoutes from './auth/routes.js'
 import healthRoutes from './health.js'
+import jwksRoutes from './jwks.js'
 import observe, { createMetrics } from './observe.js'
+import rateLimits from './rate-limit.js'
 import { startPruning } from './db/index.js'
 import { registerDocs } from './docs.js'
 
@@ -88,17 +89,18 @@ export async function buildApp (config: Config, opts: BuildOptions = {}): Promis
 
   registerErrorHandler(app)
   await app.register(database)
-  await app.register(fastifyJwt, jwtOptions(config, signingSecret(config, app.log)))
   const metrics = config.METRICS_ENABLED ? createMetrics() : null
   const passwords = await createPasswords(config, metrics?.argon2)
-  const tokens = createTokens(app.jwt, config)
+  const tokens = createTokens(config, app.log)
 
   // Before every route: @fastify/swagger builds the OpenAPI document from routes as they are added.
   await registerDocs(app)
   await app.register(observe, { metrics, queueDepth: () => passwords.queue.depth })
+  await app.register(rateLimits)
   startPruning(app)
 
   await app.register(healthRoutes)
+  await app.register(jwksRoutes, { tokens })
   await app.register(authRoutes, { passwords, tokens })
   return app
 }

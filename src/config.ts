@@ -1,3 +1,4 @@
+import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { parseEnv } from 'node:util'
 import { envSchema } from 'env-schema'
@@ -27,12 +28,20 @@ export const ConfigSchema = Type.Object({
   MIGRATE_ON_START: Type.Boolean({ default: true }),
 
   JWT_SECRET_KEY: Type.Optional(Type.String()),
+  JWT_PRIVATE_KEY: Type.Optional(Type.String({ description: 'PEM private key (Ed25519, P-256 or RSA of 2048 bits or more); signs instead of JWT_SECRET_KEY' })),
+  JWT_PUBLIC_KEYS_EXTRA: Type.Optional(Type.String({ description: 'PEM public keys also accepted (by kid) and listed in the JWKS: retired or upcoming signing keys' })),
   JWT_ISSUER: Type.String({ default: 'auth-service', minLength: 1 }),
   JWT_AUDIENCE: Type.Optional(Type.String({ minLength: 1 })),
   JWT_ACCESS_TTL: Seconds(900, 'access token lifetime'),
   JWT_REFRESH_TTL: Seconds(2_592_000, 'refresh token and idle session lifetime'),
   REFRESH_TOKEN_ROTATION: Type.Boolean({ default: true }),
   REFRESH_REUSE_GRACE: Type.Integer({ minimum: 0, maximum: 300, default: 0 }),
+
+  RATE_LIMIT_ENABLED: Type.Boolean({ default: true }),
+  RATE_LIMIT_SIGN_UP: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 100, description: 'sign-ups per client IP per minute' }),
+  RATE_LIMIT_SIGN_IN: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 100, description: 'sign-ins per client IP per minute' }),
+  RATE_LIMIT_REFRESH: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 200, description: 'refreshes per client IP per minute' }),
+  REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
 
   METRICS_ENABLED: Type.Boolean({ default: true }),
   AUDIT_RETENTION_DAYS: Type.Integer({ minimum: 1, maximum: 36_500, default: 90 }),
@@ -82,14 +91,15 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     if (config.DATABASE_URL === undefined) {
       throw new ConfigError('DATABASE_URL: required when NODE_ENV=production (the embedded database is for development)')
     }
-    if (config.JWT_SECRET_KEY === undefined) {
-      throw new ConfigError('JWT_SECRET_KEY: required when NODE_ENV=production; generate one with: openssl rand -base64 48')
+    if (config.JWT_SECRET_KEY === undefined && config.JWT_PRIVATE_KEY === undefined) {
+      throw new ConfigError('JWT_SECRET_KEY: required when NODE_ENV=production (or JWT_PRIVATE_KEY); generate one with: openssl rand -base64 48')
     }
   }
   if (config.JWT_ACCESS_TTL > config.JWT_REFRESH_TTL) {
     throw new ConfigError('JWT_ACCESS_TTL: must not be longer than JWT_REFRESH_TTL')
   }
   trustProxy(config) // validates the value
+  signingKeys(config) // parses the keys, so that a bad one stops the start
   return config
 }
 
@@ -121,4 +131,61 @@ export function trustProxy (config: Config): boolean | string[] | ((address: str
     throw new ConfigError(`TRUST_PROXY: expected false, true, a hop count or a comma-separated list of addresses (got ${JSON.stringify(config.TRUST_PROXY)})`)
   }
   return list
+}
+
+export type KeyAlgorithm = 'EdDSA' | 'ES256' | 'RS256'
+
+export interface SigningKeys {
+  /** JWT_PRIVATE_KEY; undefined: tokens are signed with JWT_SECRET_KEY. */
+  privateKey?: KeyObject
+  /** The public keys that verify tokens: JWT_PRIVATE_KEY's first, then JWT_PUBLIC_KEYS_EXTRA's. */
+  publicKeys: Array<{ alg: KeyAlgorithm, key: KeyObject }>
+}
+
+/**
+ * JWT_PRIVATE_KEY and JWT_PUBLIC_KEYS_EXTRA as key objects, each public key with the one
+ * algorithm it verifies. Error messages never quote a key.
+ */
+export function signingKeys (config: Config): SigningKeys {
+  let privateKey: KeyObject | undefined
+  const publicKeys: SigningKeys['publicKeys'] = []
+  if (config.JWT_PRIVATE_KEY !== undefined) {
+    try {
+      privateKey = createPrivateKey(pemText(config.JWT_PRIVATE_KEY))
+    } catch {
+      throw new ConfigError('JWT_PRIVATE_KEY: not an unencrypted PEM private key; generate one with: openssl genpkey -algorithm ed25519')
+    }
+    const key = createPublicKey(privateKey)
+    publicKeys.push({ alg: keyAlgorithm(key, 'JWT_PRIVATE_KEY'), key })
+  }
+  if (config.JWT_PUBLIC_KEYS_EXTRA !== undefined) {
+    const blocks = pemText(config.JWT_PUBLIC_KEYS_EXTRA).match(/-----BEGIN ([A-Z0-9 ]+)-----[\s\S]*?-----END \1-----/g) ?? []
+    if (blocks.length === 0) throw new ConfigError('JWT_PUBLIC_KEYS_EXTRA: no PEM public key found')
+    blocks.forEach((pem, i) => {
+      const name = `JWT_PUBLIC_KEYS_EXTRA: key ${i + 1}`
+      if (pem.includes('PRIVATE KEY-----')) throw new ConfigError(`${name} is a private key; give its public key (openssl pkey -in key.pem -pubout)`)
+      let key: KeyObject
+      try {
+        key = createPublicKey(pem)
+      } catch {
+        throw new ConfigError(`${name} is not a PEM public key`)
+      }
+      publicKeys.push({ alg: keyAlgorithm(key, name), key })
+    })
+  }
+  return { privateKey, publicKeys }
+}
+
+// .env files and compose often hold a PEM on one line, with literal "\n" for its line breaks.
+const pemText = (value: string): string => value.replace(/\\n/g, '\n').trim()
+
+/** The JWS algorithm of a key: its type decides, and verification accepts nothing else for it. */
+function keyAlgorithm (key: KeyObject, name: string): KeyAlgorithm {
+  const type = key.asymmetricKeyType
+  const { namedCurve, modulusLength } = key.asymmetricKeyDetails ?? {}
+  if (type === 'ed25519') return 'EdDSA'
+  if (type === 'ec' && namedCurve === 'prime256v1') return 'ES256'
+  if (type === 'rsa' && modulusLength !== undefined && modulusLength >= 2048) return 'RS256'
+  const what = type === 'ec' ? `an EC key on curve ${namedCurve ?? '?'}` : type === 'rsa' ? `a ${modulusLength ?? '?'}-bit RSA key` : `a key of type ${type ?? '?'}`
+  throw new ConfigError(`${name}: ${what} is not supported; use Ed25519, P-256 or RSA of 2048 bits or more`)
 }

@@ -59,6 +59,7 @@ function toAppError (err: FastifyError): AppError | undefined {
   // Other client errors raised by Fastify itself (bad content-length, malformed JSON, ...).
   if (status >= 400 && status < 500) {
     if (status === 404) return new AppError(404, 'NOT_FOUND', 'Not found')
+    if (status === 429) return new AppError(429, 'RATE_LIMITED', 'Too many requests from this address; retry later')
     if (status === 413) return new AppError(413, 'PAYLOAD_TOO_LARGE', 'Request body is too large')
     if (status === 415) return new AppError(415, 'UNSUPPORTED_MEDIA_TYPE', 'Send the body as application/json')
     return new AppError(status === 400 ? 400 : status, 'VALIDATION_FAILED', err.message)

@@ -20,7 +20,9 @@ const ACTIONS: Record<string, string> = {
   '/auth/sign-up': 'sign_up',
   '/auth/sign-in': 'sign_in',
   '/auth/refresh': 'refresh',
-  '/auth/sign-out': 'sign_out'
+  '/auth/sign-out': 'sign_out',
+  '/auth/sessions/:id': 'session_revoke',
+  '/auth/password': 'password'
 }
 
 // The security events kept in audit_events, by action and outcome.
@@ -28,9 +30,12 @@ const AUDITED: Record<string, string> = {
   'sign_up:success': 'sign-up',
   'sign_in:success': 'sign-in',
   'sign_in:invalid_credentials': 'sign-in-failed',
-  'sign_in:rate_limited': 'sign-in-throttled',
+  'sign_in:throttled': 'sign-in-throttled',
   'refresh:reuse_detected': 'refresh-reuse',
-  'sign_out:success': 'sign-out'
+  'sign_out:success': 'sign-out',
+  'session_revoke:success': 'session-revoke',
+  'password:success': 'password-change',
+  'password:invalid_credentials': 'password-change-failed'
 }
 
 export type Metrics = ReturnType<typeof createMetrics>
@@ -51,7 +56,7 @@ export function createMetrics () {
     }),
     outcomes: new Counter({
       name: 'auth_outcomes_total',
-      help: 'Auth requests by action (sign_up, sign_in, refresh, sign_out) and outcome (success, invalid_credentials, rate_limited, rotated, token_expired, token_revoked, reuse_detected, ...)',
+      help: 'Auth requests by action (sign_up, sign_in, refresh, sign_out, session_revoke, password) and outcome (success, invalid_credentials, rate_limited, rotated, token_expired, token_revoked, reuse_detected, ...)',
       labelNames: ['action', 'outcome'],
       registers
     }),

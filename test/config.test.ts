@@ -1,5 +1,6 @@
 import t from 'tap'
-import { ConfigError, loadConfig, trustProxy } from '../src/config.js'
+import { ConfigError, loadConfig, signingKeys, trustProxy } from '../src/config.js'
+import { pemKeyPair } from './helper.js'
 
 const base = { DATABASE_URL: 'postgres://u@127.0.0.1:5432/db', JWT_SECRET_KEY: 'k'.repeat(32) }
 
@@ -69,6 +70,63 @@ t.test('NODE_ENV=production refuses to start without DATABASE_URL or a signing k
   t.throws(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET_KEY: base.JWT_SECRET_KEY }), { message: /^DATABASE_URL:/ })
   t.throws(() => loadConfig({ NODE_ENV: 'production', DATABASE_URL: base.DATABASE_URL }), { message: /^JWT_SECRET_KEY:/ })
   t.ok(loadConfig({ NODE_ENV: 'production', ...base }))
+})
+
+const ed25519 = pemKeyPair('Ed25519')
+
+t.test('NODE_ENV=production: JWT_PRIVATE_KEY alone is a signing key', async (t) => {
+  t.ok(loadConfig({ NODE_ENV: 'production', DATABASE_URL: base.DATABASE_URL, JWT_PRIVATE_KEY: ed25519.privateKey }))
+})
+
+t.test('JWT_PRIVATE_KEY: Ed25519 → EdDSA, P-256 → ES256, RSA-2048 → RS256', async (t) => {
+  for (const [kind, alg] of [['Ed25519', 'EdDSA'], ['P-256', 'ES256'], ['RSA-2048', 'RS256']] as const) {
+    const keys = signingKeys(loadConfig({ ...base, JWT_PRIVATE_KEY: pemKeyPair(kind).privateKey }))
+    t.equal(keys.publicKeys.length, 1, kind)
+    t.equal(keys.publicKeys[0].alg, alg, kind)
+  }
+  t.same(signingKeys(loadConfig(base)), { privateKey: undefined, publicKeys: [] }, 'none with only JWT_SECRET_KEY')
+})
+
+t.test('a PEM with literal "\\n" for its line breaks (as in .env files) is accepted, in both settings', async (t) => {
+  const extra = pemKeyPair('P-256').publicKey
+  const oneLine = (pem: string) => pem.trim().replaceAll('\n', '\\n')
+  t.notMatch(oneLine(ed25519.privateKey), /\n/, 'no real newline left')
+  const keys = signingKeys(loadConfig({ ...base, JWT_PRIVATE_KEY: oneLine(ed25519.privateKey), JWT_PUBLIC_KEYS_EXTRA: oneLine(extra) }))
+  t.same(keys.publicKeys.map((k) => k.alg), ['EdDSA', 'ES256'])
+})
+
+t.test('JWT_PUBLIC_KEYS_EXTRA: a bundle of public keys, each with the algorithm of its type', async (t) => {
+  const bundle = [pemKeyPair('RSA-2048'), pemKeyPair('Ed25519'), pemKeyPair('P-256')].map((k) => k.publicKey).join('\n')
+  const keys = signingKeys(loadConfig({ ...base, JWT_PRIVATE_KEY: ed25519.privateKey, JWT_PUBLIC_KEYS_EXTRA: bundle }))
+  t.same(keys.publicKeys.map((k) => k.alg), ['EdDSA', 'RS256', 'EdDSA', 'ES256'], 'the current key first, then the bundle in order')
+})
+
+t.test('JWT_PUBLIC_KEYS_EXTRA with only JWT_SECRET_KEY: verification keys published before switching to a private key', async (t) => {
+  const keys = signingKeys(loadConfig({ ...base, JWT_PUBLIC_KEYS_EXTRA: ed25519.publicKey }))
+  t.equal(keys.privateKey, undefined)
+  t.same(keys.publicKeys.map((k) => k.alg), ['EdDSA'])
+})
+
+t.test('a bad signing key → one line naming the variable, without the key', async (t) => {
+  const rsa1024 = pemKeyPair('RSA-1024')
+  const cases: Array<[string, Record<string, string>, string]> = [
+    ['a P-384 key', { JWT_PRIVATE_KEY: pemKeyPair('P-384').privateKey }, 'JWT_PRIVATE_KEY'],
+    ['a DSA key', { JWT_PRIVATE_KEY: pemKeyPair('DSA').privateKey }, 'JWT_PRIVATE_KEY'],
+    ['an RSA-1024 key', { JWT_PRIVATE_KEY: rsa1024.privateKey }, 'JWT_PRIVATE_KEY'],
+    ['an Ed448 key', { JWT_PRIVATE_KEY: pemKeyPair('Ed448').privateKey }, 'JWT_PRIVATE_KEY'],
+    ['garbage', { JWT_PRIVATE_KEY: 'not a key' }, 'JWT_PRIVATE_KEY'],
+    ['a corrupt PEM', { JWT_PRIVATE_KEY: '-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----' }, 'JWT_PRIVATE_KEY'],
+    ['a public key', { JWT_PRIVATE_KEY: ed25519.publicKey }, 'JWT_PRIVATE_KEY'],
+    ['no PEM in the extras', { JWT_PRIVATE_KEY: ed25519.privateKey, JWT_PUBLIC_KEYS_EXTRA: 'garbage' }, 'JWT_PUBLIC_KEYS_EXTRA'],
+    ['a corrupt extra', { JWT_PRIVATE_KEY: ed25519.privateKey, JWT_PUBLIC_KEYS_EXTRA: '-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----' }, 'JWT_PUBLIC_KEYS_EXTRA'],
+    ['a private key in the extras', { JWT_PRIVATE_KEY: ed25519.privateKey, JWT_PUBLIC_KEYS_EXTRA: pemKeyPair('Ed25519').privateKey }, 'JWT_PUBLIC_KEYS_EXTRA'],
+    ['an RSA-1024 extra', { JWT_PRIVATE_KEY: ed25519.privateKey, JWT_PUBLIC_KEYS_EXTRA: ed25519.publicKey + rsa1024.publicKey }, 'JWT_PUBLIC_KEYS_EXTRA']
+  ]
+  for (const [what, env, name] of cases) {
+    const err = t.throws(() => loadConfig({ ...base, ...env }), ConfigError, what) as Error
+    t.ok(err.message.startsWith(`${name}:`), `${what}: ${err.message}`)
+    t.notMatch(err.message, /\n|-----|AAAA/, `${what}: one line, no key material`)
+  }
 })
 
 t.test('TRUST_PROXY accepts false, true, a hop count or a list of addresses', async (t) => {

@@ -36,10 +36,15 @@ const CONTRACT: Record<string, string[]> = {
   'POST /auth/refresh': ['401'],
   'GET /auth/me': ['401'],
   'POST /auth/sign-out': ['401'],
+  'GET /auth/sessions': ['401'],
+  'DELETE /auth/sessions/{id}': ['400', '401', '404'],
+  'POST /auth/password': ['400', '401'],
   'GET /health': [],
   'GET /health/ready': ['503']
 }
-const SECURED = ['POST /auth/refresh', 'GET /auth/me', 'POST /auth/sign-out']
+const SECURED = [
+  'POST /auth/refresh', 'GET /auth/me', 'POST /auth/sign-out', 'GET /auth/sessions', 'DELETE /auth/sessions/{id}', 'POST /auth/password'
+]
 
 t.test('GET /docs/json → 200, a valid OpenAPI 3 document', async (t) => {
   const res = await app.inject({ method: 'GET', url: '/docs/json' })

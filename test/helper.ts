@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { randomBytes, randomUUID } from 'node:crypto'
+import { generateKeyPairSync, randomBytes, randomUUID, type KeyObject } from 'node:crypto'
 import { Writable } from 'node:stream'
 import pg from 'pg'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
@@ -44,7 +44,9 @@ export async function createDatabase (t: TapLike): Promise<string> {
 /** Settings for a test app: the production loader, with the test's database and secret. */
 export function testEnv (databaseUrl: string, env: Record<string, string> = {}): Record<string, string> {
   // An embedded database serves a single connection (src/db/embedded.ts).
-  return { DATABASE_URL: databaseUrl, JWT_SECRET_KEY: SECRET, LOG_LEVEL: 'silent', ...(EMBEDDED ? { DB_POOL_MAX: '1' } : {}), ...env }
+  // Per-IP rate limits would trip the many requests tests send from one address: they are
+  // off here, and on in the tests about them.
+  return { DATABASE_URL: databaseUrl, JWT_SECRET_KEY: SECRET, LOG_LEVEL: 'silent', RATE_LIMIT_ENABLED: 'false', ...(EMBEDDED ? { DB_POOL_MAX: '1' } : {}), ...env }
 }
 
 /** Builds the app exactly as server.ts does (same loader, same buildApp), closed at teardown. */
@@ -143,4 +145,23 @@ export function spawnServer (t: TapLike, databaseUrl: string | undefined, env: R
   })
   listening.catch(() => {}) // a test that expects the start to fail never awaits it
   return { child, listening, output: () => ({ out, err }) }
+}
+
+export type KeyKind = 'Ed25519' | 'P-256' | 'RSA-2048' | 'P-384' | 'RSA-1024' | 'DSA' | 'Ed448'
+
+/** A new key pair as PEM (PKCS#8 private, SPKI public), for JWT_PRIVATE_KEY and JWT_PUBLIC_KEYS_EXTRA. */
+export function pemKeyPair (kind: KeyKind): { privateKey: string, publicKey: string } {
+  const pair: { privateKey: KeyObject, publicKey: KeyObject } = {
+    Ed25519: () => generateKeyPairSync('ed25519'),
+    'P-256': () => generateKeyPairSync('ec', { namedCurve: 'P-256' }),
+    'RSA-2048': () => generateKeyPairSync('rsa', { modulusLength: 2048 }),
+    'P-384': () => generateKeyPairSync('ec', { namedCurve: 'P-384' }),
+    'RSA-1024': () => generateKeyPairSync('rsa', { modulusLength: 1024 }),
+    DSA: () => generateKeyPairSync('dsa', { modulusLength: 1024, divisorLength: 160 }),
+    Ed448: () => generateKeyPairSync('ed448')
+  }[kind]()
+  return {
+    privateKey: pair.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
+    publicKey: pair.publicKey.export({ type: 'spki', format: 'pem' }) as string
+  }
 }

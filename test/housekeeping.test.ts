@@ -57,6 +57,12 @@ t.test('pruning removes exactly what is due and keeps the rest', async (t) => {
   await db.query("UPDATE sessions SET revoked_at = now() - interval '8 days' WHERE id = $1", [sessions.revokedLongAgo])
   await db.query("UPDATE sessions SET revoked_at = now() - interval '1 day' WHERE id = $1", [sessions.revokedYesterday])
   await db.query("INSERT INTO audit_events (event, user_id, created_at) VALUES ('old', $1, now() - interval '91 days'), ('recent', $1, now() - interval '89 days')", [user.id])
+  const stale = uniqueEmail('stale')
+  const fresh = uniqueEmail('fresh')
+  await db.query(`INSERT INTO sign_in_throttle (email, ip, failures, last_failure_at)
+                  VALUES ($1, '10.0.0.1', 3, now() - interval '2 days'), ($2, '10.0.0.1', 3, now())`, [stale, fresh])
+  await db.query(`INSERT INTO sign_in_email_failures (email, window_start, failures)
+                  VALUES ($1, now() - interval '2 hours', 3), ($2, now(), 3)`, [stale, fresh])
   await settle()
 
   const result = await prune(db, 90)
@@ -66,6 +72,8 @@ t.test('pruning removes exactly what is due and keeps the rest', async (t) => {
   t.same(left, [sessions.live, sessions.expiredYesterday, sessions.revokedYesterday].sort())
   const events = (await db.query("SELECT event FROM audit_events WHERE user_id = $1 AND event IN ('old', 'recent')", [user.id])).rows
   t.same(events.map((r) => r.event), ['recent'])
+  const throttled = await db.query('SELECT email FROM sign_in_throttle WHERE email IN ($1, $2) UNION ALL SELECT email FROM sign_in_email_failures WHERE email IN ($1, $2)', [stale, fresh])
+  t.same(throttled.rows.map((r) => r.email), [fresh, fresh], 'stale throttle rows go, live ones stay')
   t.equal((await refresh(app, (await app.inject({ method: 'POST', url: '/auth/sign-in', payload: { email: user.email, password: PASSWORD } })).json().refresh_token)).statusCode, 200, 'the service goes on')
 })
 

@@ -23,15 +23,6 @@ export async function insertUser (db: Db, u: { name: string, email: string, pass
   return rows[0]
 }
 
-export async function findUserByEmail (db: Db, email: string): Promise<{ id: string, name: string, password_hash: string } | undefined> {
-  const { rows } = await db.query({
-    name: 'find-user-by-email',
-    text: 'SELECT id, name, password_hash FROM users WHERE email = $1',
-    values: [email]
-  })
-  return rows[0]
-}
-
 export async function findUserById (db: Db, id: string): Promise<User | undefined> {
   const { rows } = await db.query<User>({
     name: 'find-user-by-id',
@@ -132,5 +123,142 @@ export async function insertAuditEvent (db: Db, e: {
     name: 'insert-audit-event',
     text: 'INSERT INTO audit_events (event, user_id, session_id, ip, user_agent) VALUES ($1, $2, $3, $4, $5)',
     values: [e.event, e.userId ?? null, e.sessionId ?? null, e.ip, e.userAgent ?? null]
+  })
+}
+
+export interface SessionRow {
+  id: string
+  created_at: Date
+  last_used_at: Date
+  expires_at: Date
+  user_agent: string | null
+  ip: string | null
+}
+
+/** The user's live sessions (neither ended nor expired), newest first. */
+export async function listSessions (db: Db, userId: string): Promise<SessionRow[]> {
+  const { rows } = await db.query<SessionRow>({
+    name: 'list-sessions',
+    text: `SELECT id, created_at, last_used_at, expires_at, user_agent, ip FROM sessions
+           WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()
+           ORDER BY created_at DESC, id`,
+    values: [userId]
+  })
+  return rows
+}
+
+/**
+ * Ends one live session of the user. false when there is none with that id: unknown, already
+ * ended, or another user's (the same answer for all three, so ids of others cannot be probed).
+ */
+export async function revokeSession (db: Db, r: { id: string, userId: string, reason: string }): Promise<boolean> {
+  const { rowCount } = await db.query({
+    name: 'revoke-session',
+    text: `UPDATE sessions SET revoked_at = now(), revoked_reason = $3
+           WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()`,
+    values: [r.id, r.userId, r.reason]
+  })
+  return rowCount === 1
+}
+
+export async function findPasswordHash (db: Db, userId: string): Promise<string | undefined> {
+  const { rows } = await db.query<{ password_hash: string }>({
+    name: 'find-password-hash',
+    text: 'SELECT password_hash FROM users WHERE id = $1',
+    values: [userId]
+  })
+  return rows[0]?.password_hash
+}
+
+/**
+ * Sets the new hash and ends every other live session of the user, in one atomic statement;
+ * the session `keepSid` (the one making the change) goes on. The hash is replaced only if it
+ * is still the one that was verified: of two concurrent changes, the second finds it changed
+ * and nothing happens (false).
+ */
+export async function changePassword (db: Db, c: { userId: string, oldHash: string, newHash: string, keepSid: string }): Promise<boolean> {
+  const { rows } = await db.query<{ changed: boolean }>({
+    name: 'change-password',
+    text: `WITH changed AS (
+             UPDATE users SET password_hash = $3, updated_at = now()
+             WHERE id = $1 AND password_hash = $2
+             RETURNING id
+           ), ended AS (
+             UPDATE sessions SET revoked_at = now(), revoked_reason = 'password-change'
+             WHERE user_id IN (SELECT id FROM changed) AND id <> $4 AND revoked_at IS NULL
+           )
+           SELECT EXISTS (SELECT 1 FROM changed) AS changed`,
+    values: [c.userId, c.oldHash, c.newHash, c.keepSid]
+  })
+  return rows[0].changed
+}
+
+// Per-account throttling (contract, "Abuse protection").
+const THROTTLE_AFTER = 5 // consecutive failures for one (email, IP) before delays start
+const THROTTLE_MAX_DELAY = 900 // seconds: 2 s after the 5th, doubling with each further failure up to this
+const GLOBAL_FAILURES = 100 // failures for one email from all IPs within an hour before every IP waits
+
+export interface SignInState {
+  id: string | null
+  name: string | null
+  password_hash: string | null
+  /** seconds this (email, IP) or this email must still wait; null when it may try */
+  retry_after: number | null
+  /** this (email, IP) has failures on record (a success must clear them) */
+  has_failures: boolean
+}
+
+/**
+ * The user for `email` (if any) and whether sign-in is throttled for (email, IP), in one round
+ * trip. Unknown emails are throttled exactly like known ones.
+ */
+export async function findSignInState (db: Db, email: string, ip: string): Promise<SignInState> {
+  const { rows } = await db.query<SignInState>({
+    name: 'find-sign-in-state',
+    text: `SELECT u.id, u.name, u.password_hash, t.failures IS NOT NULL AS has_failures,
+                  ceil(extract(epoch FROM greatest(
+                    t.blocked_until,
+                    CASE WHEN e.failures >= $3 THEN e.window_start + interval '1 hour' END
+                  ) - now()))::int AS retry_after
+           FROM (SELECT $1::text AS email) k
+           LEFT JOIN users u ON u.email = k.email
+           LEFT JOIN sign_in_throttle t ON t.email = k.email AND t.ip = $2
+           LEFT JOIN sign_in_email_failures e ON e.email = k.email AND e.window_start > now() - interval '1 hour'`,
+    values: [email, ip, GLOBAL_FAILURES]
+  })
+  const state = rows[0]
+  if (state.retry_after !== null && state.retry_after <= 0) state.retry_after = null
+  return state
+}
+
+/** Counts a failed sign-in for (email, IP) and for the email; from the 5th in a row, a doubling delay. */
+export async function recordSignInFailure (db: Db, email: string, ip: string): Promise<void> {
+  await db.query({
+    name: 'record-sign-in-failure',
+    text: `WITH per_ip AS (
+             INSERT INTO sign_in_throttle AS t (email, ip, failures, last_failure_at)
+             VALUES ($1, $2, 1, now())
+             ON CONFLICT (email, ip) DO UPDATE SET
+               failures = t.failures + 1,
+               last_failure_at = now(),
+               blocked_until = CASE WHEN t.failures + 1 >= $3
+                 THEN now() + make_interval(secs => least($4, power(2, t.failures + 2 - $3)))
+               END
+           )
+           INSERT INTO sign_in_email_failures AS e (email, window_start, failures)
+           VALUES ($1, now(), 1)
+           ON CONFLICT (email) DO UPDATE SET
+             window_start = CASE WHEN e.window_start <= now() - interval '1 hour' THEN now() ELSE e.window_start END,
+             failures = CASE WHEN e.window_start <= now() - interval '1 hour' THEN 1 ELSE e.failures + 1 END`,
+    values: [email, ip, THROTTLE_AFTER, THROTTLE_MAX_DELAY]
+  })
+}
+
+/** A success ends the run of failures for (email, IP). */
+export async function clearSignInFailures (db: Db, email: string, ip: string): Promise<void> {
+  await db.query({
+    name: 'clear-sign-in-failures',
+    text: 'DELETE FROM sign_in_throttle WHERE email = $1 AND ip = $2',
+    values: [email, ip]
   })
 }

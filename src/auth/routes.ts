@@ -3,11 +3,13 @@ import { Type } from '@sinclair/typebox'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { AppError, invalidCredentials, tokenError, validationFailed } from '../errors.js'
+import { rateLimit } from '../rate-limit.js'
 import { passwordPolicyError, type Passwords } from './passwords.js'
 import { bearerToken, nextTokenId, newTokenId, tokenHash, type Claims, type Tokens, type TokenType } from './tokens.js'
 import * as q from './queries.js'
 import {
-  ErrorBody, ErrorReply, MeReply, RefreshBody, RefreshReply, SignInBody, SignInReply, SignOutQuery, SignUpBody, SignUpReply
+  ErrorBody, ErrorReply, MeReply, PasswordBody, RefreshBody, RefreshReply, SessionParams, SessionsReply, SignInBody, SignInReply,
+  SignOutQuery, SignUpBody, SignUpReply
 } from './schemas.js'
 
 const EMAIL = /^[^\s@\p{Cc}]{1,64}@(?:[\p{L}\p{N}](?:[\p{L}\p{N}-]{0,61}[\p{L}\p{N}])?\.)+[\p{L}](?:[\p{L}\p{N}-]{0,61}[\p{L}\p{N}])?$/u
@@ -61,6 +63,7 @@ export default async function authRoutes (fastify: FastifyInstance, { passwords,
   }
 
   app.post('/auth/sign-up', {
+    config: rateLimit(fastify, config.RATE_LIMIT_SIGN_UP),
     schema: {
       tags: ['auth'],
       summary: 'Register a user',
@@ -81,6 +84,7 @@ export default async function authRoutes (fastify: FastifyInstance, { passwords,
   })
 
   app.post('/auth/sign-in', {
+    config: rateLimit(fastify, config.RATE_LIMIT_SIGN_IN),
     schema: {
       tags: ['auth'],
       summary: 'Sign in with email and password',
@@ -93,15 +97,24 @@ export default async function authRoutes (fastify: FastifyInstance, { passwords,
     }
   }, async (request, reply) => {
     const email = request.body.email.trim().toLowerCase()
-    const user = await q.findUserByEmail(db, email)
+    const state = await q.findSignInState(db, email, request.ip)
+    if (state.retry_after !== null) {
+      // Too many failures for this email: even the right password waits (no hashing is done).
+      request.event = { outcome: 'throttled', userId: state.id ?? undefined }
+      throw new AppError(429, 'RATE_LIMITED', 'Too many failed sign-ins for this account; retry later',
+        { 'retry-after': String(state.retry_after) })
+    }
     // An unknown email is verified against a dummy hash: same work, same time, same 401.
-    const ok = await passwords.verify(user?.password_hash, request.body.password)
-    if (user === undefined || !ok) {
-      request.event = { outcome: 'invalid_credentials', userId: user?.id }
+    const ok = await passwords.verify(state.password_hash ?? undefined, request.body.password)
+    if (state.id === null || state.name === null || state.password_hash === null || !ok) {
+      await q.recordSignInFailure(db, email, request.ip)
+      request.event = { outcome: 'invalid_credentials', userId: state.id ?? undefined }
       throw invalidCredentials()
     }
-    if (passwords.needsRehash(user.password_hash)) {
-      await q.updatePasswordHash(db, user.id, user.password_hash, await passwords.hash(request.body.password))
+    const user = { id: state.id, name: state.name }
+    if (state.has_failures) await q.clearSignInFailures(db, email, request.ip)
+    if (passwords.needsRehash(state.password_hash)) {
+      await q.updatePasswordHash(db, user.id, state.password_hash, await passwords.hash(request.body.password))
     }
     const sid = randomUUID()
     const jti = newTokenId()
@@ -124,6 +137,7 @@ export default async function authRoutes (fastify: FastifyInstance, { passwords,
   })
 
   app.post('/auth/refresh', {
+    config: rateLimit(fastify, config.RATE_LIMIT_REFRESH),
     schema: {
       tags: ['auth'],
       summary: 'Get a new access token (and, with rotation, a new refresh token)',
@@ -203,6 +217,93 @@ export default async function authRoutes (fastify: FastifyInstance, { passwords,
     const ended = await q.endSessions(db, { sid, sub, all: request.query.scope === 'all', reason: 'sign-out' })
     if (ended === 0) throw tokenError('TOKEN_REVOKED', 'Session has already ended')
     request.event = { outcome: 'success', userId: sub, sessionId: sid }
+    return await reply.code(204).send(null)
+  })
+
+  app.get('/auth/sessions', {
+    schema: {
+      tags: ['auth'],
+      summary: 'The live sessions of the signed-in user, newest first',
+      description: 'Send the access token as `Authorization: Bearer <access_token>`. `current` marks the session of that token.',
+      security: bearer,
+      response: { 200: SessionsReply, ...errors(401, 503) }
+    }
+  }, async (request) => {
+    const { sub, sid } = authenticate(request, 'access')
+    const sessions = await q.listSessions(db, sub)
+    return sessions.map((s) => ({
+      id: s.id,
+      created_at: s.created_at.toISOString(),
+      last_used_at: s.last_used_at.toISOString(),
+      expires_at: s.expires_at.toISOString(),
+      user_agent: s.user_agent,
+      ip: s.ip,
+      current: s.id === sid
+    }))
+  })
+
+  app.delete('/auth/sessions/:id', {
+    schema: {
+      tags: ['auth'],
+      summary: 'End one of the signed-in user\'s sessions',
+      description: 'Send the access token as `Authorization: Bearer <access_token>`. The refresh token of the ended ' +
+        'session stops working at once; its access tokens stay valid until they expire. Ending the current session is allowed.',
+      security: bearer,
+      params: SessionParams,
+      response: {
+        204: Type.Null({ description: 'Session ended' }),
+        ...errors(400, 401, 503),
+        404: ErrorReply(404, 'NOT_FOUND: the user has no live session with this id (unknown, already ended, or another user\'s)')
+      }
+    }
+  }, async (request, reply) => {
+    const { sub } = authenticate(request, 'access')
+    const { id } = request.params
+    // Another user's session answers exactly like an unknown one: session ids cannot be probed.
+    const ended = await q.revokeSession(db, { id, userId: sub, reason: 'session-revoke' })
+    if (!ended) throw new AppError(404, 'NOT_FOUND', 'No live session with this id')
+    request.event = { outcome: 'success', userId: sub, sessionId: id }
+    return await reply.code(204).send(null)
+  })
+
+  app.post('/auth/password', {
+    // Guessing the current password with a stolen access token costs what a sign-in does.
+    config: rateLimit(fastify, config.RATE_LIMIT_SIGN_IN),
+    schema: {
+      tags: ['auth'],
+      summary: 'Change the password; every other session ends',
+      description: 'Send the access token as `Authorization: Bearer <access_token>`. The new password follows the ' +
+        'sign-up rules. Every other session of the user ends: their refresh tokens stop working at once, their access ' +
+        'tokens stay valid until they expire. The session making the change goes on.',
+      security: bearer,
+      body: PasswordBody,
+      response: {
+        204: Type.Null({ description: 'Password changed' }),
+        ...errors(400, 413, 415, 429, 503),
+        401: ErrorReply(401, 'INVALID_CREDENTIALS: the current password is wrong; or TOKEN_MISSING, TOKEN_INVALID, TOKEN_EXPIRED')
+      }
+    }
+  }, async (request, reply) => {
+    const { sub, sid } = authenticate(request, 'access')
+    const { current_password: currentPassword, new_password: newPassword } = request.body
+    const policy = passwordPolicyError(newPassword, config.PASSWORD_MIN_LENGTH)
+    // The policy speaks of `password`; here the field is new_password.
+    if (policy !== null) throw validationFailed(policy.replace(/^password/, 'new_password'))
+    const stored = await q.findPasswordHash(db, sub)
+    if (stored === undefined) throw tokenError('TOKEN_INVALID', 'User no longer exists')
+    // A stolen access token alone must not be enough to take the account over.
+    if (!await passwords.verify(stored, currentPassword)) {
+      request.event = { outcome: 'invalid_credentials', userId: sub, sessionId: sid }
+      throw new AppError(401, 'INVALID_CREDENTIALS', 'The current password is wrong')
+    }
+    const newHash = await passwords.hash(newPassword)
+    if (!await q.changePassword(db, { userId: sub, oldHash: stored, newHash, keepSid: sid })) {
+      // The stored hash changed since it was verified (a concurrent change): the check above is stale.
+      request.event = { outcome: 'invalid_credentials', userId: sub, sessionId: sid }
+      throw new AppError(401, 'INVALID_CREDENTIALS', 'The password has just been changed; try again')
+    }
+    request.event = { outcome: 'success', userId: sub, sessionId: sid }
+    request.log.info({ userId: sub, sessionId: sid }, 'password changed; other sessions ended')
     return await reply.code(204).send(null)
   })
 }

@@ -83,3 +83,27 @@ export const SignOutQuery = Type.Object({
 export type SignOutQuery = Static<typeof SignOutQuery>
 
 export const HealthReply = Type.Object({ status: Type.String() }, { description: '`ok` (alive) or `ready`' })
+
+export const Session = Type.Object({
+  id: Type.String({ format: 'uuid', description: 'The session id: the `sid` claim of its tokens' }),
+  created_at: Type.String({ format: 'date-time' }),
+  last_used_at: Type.String({ format: 'date-time', description: 'The sign-in, or the last refresh' }),
+  expires_at: Type.String({ format: 'date-time', description: 'When the session ends unless refreshed' }),
+  user_agent: Type.Union([Type.String(), Type.Null()], { description: 'The User-Agent header at sign-in' }),
+  ip: Type.Union([Type.String(), Type.Null()], { description: 'The client IP at sign-in' }),
+  current: Type.Boolean({ description: 'true for the session of the access token that asks' })
+})
+
+export const SessionsReply = Type.Array(Session, { description: 'The live sessions of the user (not ended, not expired), newest first' })
+
+export const SessionParams = Type.Object({
+  id: Type.String({ format: 'uuid', description: 'A session id, from GET /auth/sessions' })
+})
+export type SessionParams = Static<typeof SessionParams>
+
+export const PasswordBody = Type.Object({
+  current_password: Password,
+  // The policy (length, common list) is checked by the handler, so the message names new_password.
+  new_password: Type.String({ maxLength: 1024, description: 'At least PASSWORD_MIN_LENGTH (8) characters, at most 1024; not a common password; never trimmed', examples: ['a new horse battery staple'] })
+})
+export type PasswordBody = Static<typeof PasswordBody>

@@ -1,9 +1,9 @@
-import { createHash, randomBytes, randomUUID } from 'node:crypto'
+import { createHash, randomBytes, randomUUID, type KeyObject } from 'node:crypto'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import type { JWT } from '@fastify/jwt'
+import { createDecoder, createSigner, createVerifier } from 'fast-jwt'
 import type { FastifyBaseLogger } from 'fastify'
-import type { Config } from '../config.js'
+import { signingKeys, type Config, type KeyAlgorithm } from '../config.js'
 import { tokenError } from '../errors.js'
 
 export type TokenType = 'access' | 'refresh'
@@ -46,19 +46,29 @@ export function signingSecret (config: Config, log: FastifyBaseLogger): string {
   return secret
 }
 
-/** Options for @fastify/jwt: the algorithm is pinned, never read from the token. */
-export function jwtOptions (config: Config, secret: string) {
-  return {
-    secret,
-    sign: { algorithm: 'HS256' as const },
-    verify: {
-      algorithms: ['HS256' as const],
-      allowedIss: config.JWT_ISSUER,
-      ...(config.JWT_AUDIENCE !== undefined ? { allowedAud: config.JWT_AUDIENCE } : {}),
-      // fast-jwt checks a claim only when present: list every claim, aud too when it is due.
-      requiredClaims: ['sub', 'sid', 'type', 'jti', 'iat', 'exp', 'iss', ...(config.JWT_AUDIENCE !== undefined ? ['aud'] : [])]
-    }
-  }
+/** A public key as the JWKS lists it (RFC 7517). */
+export interface Jwk {
+  kid: string
+  kty: string
+  alg: KeyAlgorithm
+  use: 'sig'
+  crv?: string
+  x?: string
+  y?: string
+  n?: string
+  e?: string
+}
+
+// RFC 7638: a thumbprint hashes the required members of the key type, in this order.
+const THUMBPRINT_MEMBERS: Record<string, string[]> = { EC: ['crv', 'kty', 'x', 'y'], OKP: ['crv', 'kty', 'x'], RSA: ['e', 'kty', 'n'] }
+
+/** The public JWK of a key, with its RFC 7638 thumbprint as kid: the same for a key on every start and replica. */
+export function publicJwk (key: KeyObject, alg: KeyAlgorithm): Jwk {
+  const { kty, crv, x, y, n, e } = key.export({ format: 'jwk' }) as Record<string, string>
+  const members: Record<string, string> = { crv, kty, x, y, n, e }
+  const canonical = JSON.stringify(Object.fromEntries(THUMBPRINT_MEMBERS[kty].map((m) => [m, members[m]])))
+  const kid = createHash('sha256').update(canonical).digest('base64url')
+  return { kid, kty, alg, use: 'sig', crv, x, y, n, e }
 }
 
 /** A fresh refresh-token id (128 random bits). */
@@ -89,17 +99,65 @@ export function bearerToken (header: string | undefined): string | undefined {
   return m[2]
 }
 
-export function createTokens (jwt: JWT, config: Config) {
+/**
+ * Signs with JWT_PRIVATE_KEY when it is set (its kid in the header), else with the HS256 secret.
+ * A token with a kid is verified with the configured public key of that kid (JWT_PRIVATE_KEY's or
+ * one of JWT_PUBLIC_KEYS_EXTRA), with the algorithm pinned to that key's; a token without kid,
+ * with JWT_SECRET_KEY when there is one (tokens signed before a switch from the secret to a key).
+ * Nothing else in a token (alg, jku, jwk, x5u, x5c) picks a key or an algorithm.
+ */
+export function createTokens (config: Config, log: FastifyBaseLogger) {
   const now = () => Math.floor(Date.now() / 1000)
+  const checks = {
+    allowedIss: config.JWT_ISSUER,
+    ...(config.JWT_AUDIENCE !== undefined ? { allowedAud: config.JWT_AUDIENCE } : {}),
+    // fast-jwt checks a claim only when present: list every claim, aud too when it is due.
+    requiredClaims: ['sub', 'sid', 'type', 'jti', 'iat', 'exp', 'iss', ...(config.JWT_AUDIENCE !== undefined ? ['aud'] : [])]
+  }
+  const { privateKey, publicKeys } = signingKeys(config)
+  const secret = privateKey === undefined ? signingSecret(config, log) : config.JWT_SECRET_KEY
+  const hs256 = secret === undefined ? undefined : createVerifier({ key: secret, algorithms: ['HS256'], ...checks })
+
+  // One verifier per configured public key, made once, by kid (a Map: no kid reaches a prototype).
+  const jwks: Jwk[] = []
+  const byKid = new Map<string, (token: string) => Claims>()
+  for (const { alg, key } of publicKeys) {
+    const jwk = publicJwk(key, alg)
+    if (byKid.has(jwk.kid)) continue // the same key given twice
+    jwks.push(jwk)
+    byKid.set(jwk.kid, createVerifier({ key: key.export({ type: 'spki', format: 'pem' }) as string, algorithms: [alg], ...checks }))
+  }
+  const decode = createDecoder({ complete: true })
+
+  const signer = privateKey === undefined
+    ? createSigner({ key: secret, algorithm: 'HS256' })
+    : createSigner({ key: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, algorithm: jwks[0].alg, kid: jwks[0].kid })
+  if (privateKey !== undefined) {
+    const { alg, kid } = jwks[0]
+    log.info({ alg, kid, verificationKids: [...byKid.keys()] }, 'signing tokens with JWT_PRIVATE_KEY')
+    if (secret !== undefined) {
+      log.warn('JWT_SECRET_KEY is set too: tokens without kid (signed with it) are still accepted; remove it once JWT_REFRESH_TTL has passed since the switch to JWT_PRIVATE_KEY')
+    }
+  }
+
+  /** The verifier for a token: the configured key named by its kid, or the secret; never a key the token brings. */
+  function verifierFor (token: string): ((token: string) => Claims) | undefined {
+    if (byKid.size === 0) return hs256 // a shared secret only: nothing in the header matters
+    const { kid } = decode(token).header
+    if (kid === undefined) return hs256
+    return typeof kid === 'string' ? byKid.get(kid) : undefined
+  }
 
   function sign (type: TokenType, sub: string, sid: string, jti: string, ttl: number): string {
     const iat = now()
     const claims: Claims = { sub, sid, type, jti, iat, exp: iat + ttl, iss: config.JWT_ISSUER }
     if (config.JWT_AUDIENCE !== undefined) claims.aud = config.JWT_AUDIENCE
-    return jwt.sign(claims)
+    return signer(claims)
   }
 
   return {
+    /** The public keys for GET /.well-known/jwks.json: the signing key first; none with a shared secret only. */
+    jwks,
     access: (sub: string, sid: string) => sign('access', sub, sid, randomUUID(), config.JWT_ACCESS_TTL),
     refresh: (sub: string, sid: string, jti: string) => sign('refresh', sub, sid, jti, config.JWT_REFRESH_TTL),
 
@@ -107,7 +165,9 @@ export function createTokens (jwt: JWT, config: Config) {
     verify (token: string, type: TokenType): Claims {
       let claims: Claims
       try {
-        claims = jwt.verify<Claims>(token)
+        const verify = verifierFor(token)
+        if (verify === undefined) throw new Error('no configured key for this token')
+        claims = verify(token)
       } catch (err) {
         if ((err as { code?: string }).code === 'FAST_JWT_EXPIRED') throw tokenError('TOKEN_EXPIRED', 'Token has expired')
         throw tokenError('TOKEN_INVALID', 'Token is invalid')

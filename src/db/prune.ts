@@ -5,11 +5,11 @@ const SESSION_RETENTION_DAYS = 7
 // Any number shared by every replica: the advisory lock that lets one of them prune at a time.
 const PRUNE_LOCK = 7_316_540_021
 
-export interface PruneResult { sessions: number, auditEvents: number }
+export interface PruneResult { sessions: number, auditEvents: number, throttleRows: number }
 
 /**
- * Deletes sessions that ended (expired or revoked) over a week ago and audit events older than
- * `auditRetentionDays`. Safe with several replicas: the one holding the advisory lock prunes,
+ * Deletes sessions that ended (expired or revoked) over a week ago, audit events older than
+ * `auditRetentionDays` and stale sign-in throttle rows. Safe with several replicas: the one holding the advisory lock prunes,
  * the others return null at once.
  */
 export async function prune (pool: Pool, auditRetentionDays: number): Promise<PruneResult | null> {
@@ -26,8 +26,16 @@ export async function prune (pool: Pool, auditRetentionDays: number): Promise<Pr
        WHERE expires_at < now() - make_interval(days => $1) OR revoked_at < now() - make_interval(days => $1)`,
       [SESSION_RETENTION_DAYS])
     const audit = await client.query('DELETE FROM audit_events WHERE created_at < now() - make_interval(days => $1)', [auditRetentionDays])
+    // Throttle rows once nothing is blocked and the failures are a day old (windows: an hour).
+    const throttle = await client.query(`DELETE FROM sign_in_throttle
+      WHERE last_failure_at < now() - interval '1 day' AND (blocked_until IS NULL OR blocked_until < now())`)
+    const windows = await client.query("DELETE FROM sign_in_email_failures WHERE window_start < now() - interval '1 hour'")
     await client.query('COMMIT')
-    return { sessions: sessions.rowCount ?? 0, auditEvents: audit.rowCount ?? 0 }
+    return {
+      sessions: sessions.rowCount ?? 0,
+      auditEvents: audit.rowCount ?? 0,
+      throttleRows: (throttle.rowCount ?? 0) + (windows.rowCount ?? 0)
+    }
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {})
     throw err

@@ -1,0 +1,37 @@
+import { Type } from '@sinclair/typebox'
+import type { FastifyInstance } from 'fastify'
+import type { Tokens } from './auth/tokens.js'
+
+// The response schema lists every member a public key may have: nothing else, a private
+// member such as `d` included, can ever be serialized.
+const Jwk = Type.Object({
+  kid: Type.String({ description: 'RFC 7638 thumbprint of the key; the `kid` header of the tokens it signs' }),
+  kty: Type.String({ description: '`OKP`, `EC` or `RSA`' }),
+  alg: Type.String({ description: '`EdDSA`, `ES256` or `RS256`: the only algorithm accepted with this key' }),
+  use: Type.Literal('sig'),
+  crv: Type.Optional(Type.String()),
+  x: Type.Optional(Type.String()),
+  y: Type.Optional(Type.String()),
+  n: Type.Optional(Type.String()),
+  e: Type.Optional(Type.String())
+})
+
+const JwksReply = Type.Object({
+  keys: Type.Array(Jwk)
+}, { description: 'The signing key first, then retired keys still accepted (JWT_PUBLIC_KEYS_EXTRA); empty with a shared secret' })
+
+export interface JwksOptions {
+  tokens: Tokens
+}
+
+export default async function jwksRoutes (app: FastifyInstance, { tokens }: JwksOptions): Promise<void> {
+  // Other services verify access tokens with these keys. Five minutes of caching: a key rotation
+  // publishes the new key ahead of signing with it (README, "Rotating signing keys").
+  app.get('/.well-known/jwks.json', {
+    schema: {
+      tags: ['service'],
+      summary: 'The public keys that verify the tokens (JWKS, RFC 7517)',
+      response: { 200: JwksReply }
+    }
+  }, async (_request, reply) => await reply.header('cache-control', 'public, max-age=300').send({ keys: tokens.jwks }))
+}
