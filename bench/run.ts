@@ -1,0 +1,241 @@
+// `npm run bench [-- --duration 10 --connections 32 --runs 3 --scale]`
+// Starts the built service (dist/server.js) against a fresh database on a real PostgreSQL
+// (BENCH_DATABASE_URL, default the local server), rate limits off, seeds what it needs through
+// the API, and measures each scenario for a fixed time at fixed concurrency, on loopback only.
+// Ceilings in the same run: a bare Fastify route (bench/bare.ts, same logging) and raw argon2id.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
+import { parseArgs } from 'node:util'
+import { randomUUID } from 'node:crypto'
+import autocannon from 'autocannon'
+import { hash, verify } from '@node-rs/argon2'
+import pg from 'pg'
+
+const { values: flags } = parseArgs({
+  options: {
+    duration: { type: 'string', default: '10' },
+    connections: { type: 'string', default: '32' },
+    runs: { type: 'string', default: '3' },
+    scale: { type: 'boolean', default: false }
+  }
+})
+const DURATION = Number(flags.duration)
+const CONNECTIONS = Number(flags.connections)
+const RUNS = Number(flags.runs)
+const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
+const PASSWORD = 'correct horse battery staple'
+const ARGON2 = { algorithm: 2, memoryCost: 19456, timeCost: 2, parallelism: 1 } as const
+
+interface Result { name: string, rps: number, p50: number, p99: number, errors: number, non2xx: number }
+
+const sleep = async (ms: number) => await new Promise((resolve) => setTimeout(resolve, ms))
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+
+async function withAdmin<T> (fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ connectionString: ADMIN_URL })
+  await c.connect()
+  try { return await fn(c) } finally { await c.end() }
+}
+
+async function freshDatabase (): Promise<{ url: string, drop: () => Promise<void> }> {
+  const name = `auth_bench_${process.pid}_${Date.now()}`
+  await withAdmin(async (c) => await c.query(`CREATE DATABASE ${name}`))
+  const url = new URL(ADMIN_URL)
+  url.pathname = '/' + name
+  return { url: url.toString(), drop: async () => { await withAdmin(async (c) => await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)) } }
+}
+
+/** A process listening on 127.0.0.1; resolves to its base URL. */
+async function start (args: string[], env: Record<string, string>): Promise<{ base: string, child: ChildProcess, peakRssMb: () => number }> {
+  const child = spawn(process.execPath, args, {
+    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: '0', ...env },
+    stdio: ['ignore', 'pipe', 'inherit']
+  })
+  let out = ''
+  child.stdout?.on('data', (d) => { out = (out + String(d)).slice(-4096) })
+  for (let i = 0; i < 300; i++) {
+    const m = /listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(out)
+    if (m !== null) {
+      // VmHWM: the process's peak resident set size so far.
+      const peakRssMb = () => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024
+      return { base: m[1], child, peakRssMb }
+    }
+    await sleep(100)
+  }
+  child.kill('SIGKILL')
+  throw new Error(`${args.join(' ')} did not start: ${out}`)
+}
+
+async function stop (child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return
+  child.kill('SIGTERM')
+  const killer = setTimeout(() => child.kill('SIGKILL'), 12_000)
+  await new Promise((resolve) => child.once('exit', resolve))
+  clearTimeout(killer)
+}
+
+async function load (name: string, opts: autocannon.Options): Promise<Result> {
+  const r = await autocannon({ connections: CONNECTIONS, duration: DURATION, ...opts })
+  return { name, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.timeouts, non2xx: r.non2xx }
+}
+
+// A new object each time: autocannon adds content-length to the headers object it is given.
+const json = (): Record<string, string> => ({ 'content-type': 'application/json' })
+
+async function post (base: string, path: string, body: unknown, headers: Record<string, string> = {}): Promise<any> {
+  const res = await fetch(base + path, { method: 'POST', headers: { ...json(), ...headers }, body: JSON.stringify(body) })
+  return await res.json()
+}
+
+/** Raw argon2id throughput at the service's parameters, on every core at once. */
+async function argon2Ceiling (op: 'hash' | 'verify'): Promise<number> {
+  const stored = await hash(PASSWORD, ARGON2)
+  const until = Date.now() + DURATION * 1000
+  let done = 0
+  await Promise.all(Array.from({ length: availableParallelism() }, async () => {
+    while (Date.now() < until) {
+      if (op === 'hash') await hash(PASSWORD, ARGON2)
+      else await verify(stored, PASSWORD)
+      done++
+    }
+  }))
+  return done / DURATION
+}
+
+/** Sign-in and refresh latency at a fixed modest rate (for the scale comparison). */
+async function probe (base: string, email: string): Promise<{ signIn: Result, refresh: Result }> {
+  const signIn = await load('sign-in @20/s', {
+    url: base + '/auth/sign-in', method: 'POST', headers: json(), body: JSON.stringify({ email, password: PASSWORD }), connections: 4, overallRate: 20
+  })
+  const refresh = await refreshLoad(base, email, 'refresh @200/s', { connections: 4, overallRate: 200 })
+  return { signIn, refresh }
+}
+
+/** Refresh with rotation: every answer's refresh token goes back into the pool for the next request. */
+async function refreshLoad (base: string, email: string, name: string, opts: Partial<autocannon.Options> = {}): Promise<Result> {
+  const connections = opts.connections ?? CONNECTIONS
+  const tokens: string[] = []
+  for (let i = 0; i < connections * 2; i++) tokens.push((await post(base, '/auth/sign-in', { email, password: PASSWORD })).refresh_token)
+  return await load(name, {
+    ...opts,
+    url: base + '/auth/refresh',
+    requests: [{
+      method: 'POST',
+      setupRequest: (req) => ({ ...req, headers: { ...req.headers, authorization: `Bearer ${tokens.shift() ?? ''}` } }),
+      onResponse: (status, body) => { if (status === 200) tokens.push(JSON.parse(body).refresh_token) }
+    }]
+  })
+}
+
+async function runOnce (): Promise<Record<string, Result | number>> {
+  const db = await freshDatabase()
+  const env = { DATABASE_URL: db.url, JWT_SECRET_KEY: 'bench-secret-0123456789-0123456789-0123', RATE_LIMIT_ENABLED: 'false', PRUNE_INTERVAL_SECONDS: '0', LOG_LEVEL: process.env.LOG_LEVEL ?? 'info' }
+  const service = await start(['dist/server.js'], env)
+  const bare = await start(['--import', 'tsx', 'bench/bare.ts'], { LOG_LEVEL: env.LOG_LEVEL })
+  try {
+    const { base } = service
+    const email = `bench-${randomUUID()}@example.com`
+    await post(base, '/auth/sign-up', { name: 'Bench', email, password: PASSWORD })
+    const { access_token: access } = await post(base, '/auth/sign-in', { email, password: PASSWORD })
+
+    const out: Record<string, Result | number> = {}
+    out.bareGet = await load('bare GET', { url: bare.base + '/bare' })
+    out.barePost = await load('bare POST', { url: bare.base + '/bare', method: 'POST', headers: json(), body: '{"a":1}' })
+    out.argon2Verify = await argon2Ceiling('verify')
+    out.argon2Hash = await argon2Ceiling('hash')
+    out.signUp = await load('sign-up', {
+      url: base + '/auth/sign-up',
+      requests: [{ method: 'POST', setupRequest: (req) => ({ ...req, headers: json(), body: JSON.stringify({ name: 'B', email: `su-${randomUUID()}@example.com`, password: PASSWORD }) }) }]
+    })
+    out.signIn = await load('sign-in', { url: base + '/auth/sign-in', method: 'POST', headers: json(), body: JSON.stringify({ email, password: PASSWORD }) })
+    out.refresh = await refreshLoad(base, email, 'refresh (rotation)')
+    out.me = await load('me', { url: base + '/auth/me', headers: { authorization: `Bearer ${access}` } })
+    out.refreshHalf = await refreshLoad(base, email, 'refresh at half peak', { overallRate: Math.max(1, Math.round((out.refresh).rps / 2)) })
+    out.meHalf = await load('me at half peak', { url: base + '/auth/me', headers: { authorization: `Bearer ${access}` }, overallRate: Math.max(1, Math.round(out.me.rps / 2)) })
+    // 4× the argon2 ceiling, open loop: 200s must stay fast, the excess gets 503 at once.
+    const overloadRate = Math.round(4 * (out.argon2Verify))
+    const overload = await autocannon({
+      url: base + '/auth/sign-in',
+      method: 'POST',
+      headers: json(),
+      body: JSON.stringify({ email, password: PASSWORD }),
+      connections: Math.max(CONNECTIONS, 128),
+      duration: DURATION,
+      overallRate: overloadRate
+    })
+    out.overloadRate = overloadRate
+    out.overloadOkRps = (overload.statusCodeStats?.['200']?.count ?? 0) / DURATION
+    out.overload503Rps = (overload.statusCodeStats?.['503']?.count ?? 0) / DURATION
+    out.overloadP99 = overload.latency.p99
+    out.peakRssMb = service.peakRssMb()
+    if (flags.scale) Object.assign(out, await scale(db.url, base, email))
+    return out
+  } finally {
+    await stop(service.child)
+    await stop(bare.child)
+    await db.drop()
+  }
+}
+
+/** 1,000,000 users and 1,000,000 sessions by SQL, then sign-in and refresh latency again. */
+async function scale (url: string, base: string, email: string): Promise<Record<string, Result | number>> {
+  const fresh = await probe(base, email)
+  const c = new pg.Client({ connectionString: url })
+  await c.connect()
+  try {
+    const hashed = await hash(PASSWORD, ARGON2)
+    await c.query(`INSERT INTO users (name, email, password_hash)
+                   SELECT 'user ' || i, 'scale-' || i || '@example.com', $1 FROM generate_series(1, 1000000) i`, [hashed])
+    await c.query(`INSERT INTO sessions (id, user_id, refresh_hash, expires_at)
+                   SELECT gen_random_uuid(), id, sha256(id::text::bytea), now() + interval '30 days' FROM users WHERE email LIKE 'scale-%'`)
+    await c.query('ANALYZE')
+  } finally {
+    await c.end()
+  }
+  const big = await probe(base, email)
+  return { scaleFreshSignInP50: fresh.signIn.p50, scaleFreshRefreshP50: fresh.refresh.p50, scaleBigSignInP50: big.signIn.p50, scaleBigRefreshP50: big.refresh.p50 }
+}
+
+const runs: Array<Record<string, Result | number>> = []
+for (let i = 0; i < RUNS; i++) {
+  console.error(`run ${i + 1}/${RUNS}…`)
+  runs.push(await runOnce())
+}
+const num = (v: Result | number, field: keyof Result = 'rps') => typeof v === 'number' ? v : v[field] as number
+const med = (key: string, field: keyof Result = 'rps') => median(runs.map((r) => num(r[key], field)))
+
+const rows = ['bareGet', 'barePost', 'signUp', 'signIn', 'refresh', 'me', 'refreshHalf', 'meHalf'].map((key) => ({
+  scenario: (runs[0][key] as Result).name,
+  'req/s': Math.round(med(key)),
+  'p50 ms': med(key, 'p50'),
+  'p99 ms': med(key, 'p99'),
+  errors: med(key, 'errors'),
+  'non-2xx': med(key, 'non2xx')
+}))
+console.table(rows)
+const ratios = {
+  'sign-in / argon2 verify (≥ 0.85)': med('signIn') / med('argon2Verify'),
+  'sign-up / argon2 hash (≥ 0.85)': med('signUp') / med('argon2Hash'),
+  'me / bare GET (≥ 0.6)': med('me') / med('bareGet'),
+  'refresh / bare POST (≥ 0.35)': med('refresh') / med('barePost'),
+  'refresh p99 at half peak, ms (< 10)': med('refreshHalf', 'p99'),
+  'me p99 at half peak, ms (< 10)': med('meHalf', 'p99'),
+  'overload: offered sign-ins/s': med('overloadRate'),
+  'overload: 200/s': med('overloadOkRps'),
+  'overload: 503/s': med('overload503Rps'),
+  'overload: p99 of all answers, ms (< 2000)': med('overloadP99'),
+  'peak RSS of the service, MB (< 200)': med('peakRssMb'),
+  'argon2 verify/s (raw, all cores)': med('argon2Verify'),
+  'argon2 hash/s (raw, all cores)': med('argon2Hash'),
+  ...(flags.scale
+    ? {
+        'scale: sign-in p50 1M / fresh (≤ 1.15)': med('scaleBigSignInP50') / med('scaleFreshSignInP50'),
+        'scale: refresh p50 1M / fresh (≤ 1.15)': med('scaleBigRefreshP50') / med('scaleFreshRefreshP50')
+      }
+    : {})
+}
+console.table(Object.fromEntries(Object.entries(ratios).map(([k, v]) => [k, Math.round(v * 100) / 100])))
+mkdirSync('bench/results', { recursive: true })
+writeFileSync('bench/results/latest.json', JSON.stringify({ date: new Date().toISOString(), duration: DURATION, connections: CONNECTIONS, runs, ratios }, null, 2) + '\n')
+console.error('written: bench/results/latest.json')
