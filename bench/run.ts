@@ -17,13 +17,18 @@ const { values: flags } = parseArgs({
     duration: { type: 'string', default: '10' },
     connections: { type: 'string', default: '32' },
     runs: { type: 'string', default: '3' },
-    scale: { type: 'boolean', default: false }
+    scale: { type: 'boolean', default: false },
+    // Lever experiments: `--cluster 2` runs the service as two processes sharing the port (bench/cluster.ts).
+    cluster: { type: 'string', default: '1' }
   }
 })
 const DURATION = Number(flags.duration)
 const CONNECTIONS = Number(flags.connections)
 const RUNS = Number(flags.runs)
 const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
+// Service settings given to the bench are passed on (DB_POOL_MAX=32 npm run bench), to measure levers.
+const PASS_ON = ['DB_POOL_MAX', 'UV_THREADPOOL_SIZE', 'METRICS_ENABLED', 'NODE_OPTIONS']
+const passedOn = Object.fromEntries(PASS_ON.flatMap((k) => process.env[k] !== undefined ? [[k, process.env[k] as string]] : []))
 const PASSWORD = 'correct horse battery staple'
 const ARGON2 = { algorithm: 2, memoryCost: 19456, timeCost: 2, parallelism: 1 } as const
 
@@ -140,8 +145,9 @@ async function refreshLoad (base: string, email: string, name: string, opts: Par
 
 async function runOnce (): Promise<Record<string, Result | number>> {
   const db = await freshDatabase()
-  const env = { DATABASE_URL: db.url, JWT_SECRET_KEY: 'bench-secret-0123456789-0123456789-0123', RATE_LIMIT_ENABLED: 'false', PRUNE_INTERVAL_SECONDS: '0', LOG_LEVEL: process.env.LOG_LEVEL ?? 'info' }
-  const service = await start(['dist/server.js'], env)
+  const env = { DATABASE_URL: db.url, JWT_SECRET_KEY: 'bench-secret-0123456789-0123456789-0123', RATE_LIMIT_ENABLED: 'false', PRUNE_INTERVAL_SECONDS: '0', LOG_LEVEL: process.env.LOG_LEVEL ?? 'info', ...passedOn }
+  const workers = Number(flags.cluster)
+  const service = await start(workers > 1 ? ['--import', 'tsx', 'bench/cluster.ts'] : ['dist/server.js'], { ...env, BENCH_WORKERS: String(workers) })
   const bare = await start(['--import', 'tsx', 'bench/bare.ts'], { LOG_LEVEL: env.LOG_LEVEL })
   try {
     const { base } = service

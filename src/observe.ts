@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { insertAuditEvent } from './auth/queries.js'
 
 /** What an auth request amounted to: set by handlers, or by the error handler from the error code. */
@@ -97,7 +97,11 @@ async function observe (app: FastifyInstance, { metrics, queueDepth }: { metrics
     })
   }
 
-  app.addHook('onResponse', async (request, reply) => {
+  app.addHook('onResponse', (request, reply, done) => {
+    try { record(request, reply) } finally { done() }
+  })
+
+  function record (request: FastifyRequest, reply: FastifyReply): void {
     const route = request.routeOptions.url ?? 'unmatched'
     metrics?.http.observe({ method: request.method, route, status_code: reply.statusCode }, reply.elapsedTime / 1000)
     const action = ACTIONS[route]
@@ -114,7 +118,7 @@ async function observe (app: FastifyInstance, { metrics, queueDepth }: { metrics
       ip: request.ip,
       userAgent: request.headers['user-agent']?.slice(0, 512)
     }).catch((err: Error) => request.log.warn({ err: { message: err.message }, event: audited }, 'audit event not written'))
-  })
+  }
 }
 
 export default fp(observe, { name: 'observe' })
