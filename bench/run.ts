@@ -27,12 +27,12 @@ const CONNECTIONS = Number(flags.connections)
 const RUNS = Number(flags.runs)
 const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
 // Service settings given to the bench are passed on (DB_POOL_MAX=32 npm run bench), to measure levers.
-const PASS_ON = ['DB_POOL_MAX', 'UV_THREADPOOL_SIZE', 'METRICS_ENABLED', 'NODE_OPTIONS']
+const PASS_ON = ['DB_POOL_MAX', 'UV_THREADPOOL_SIZE', 'MALLOC_ARENA_MAX', 'METRICS_ENABLED', 'NODE_OPTIONS']
 const passedOn = Object.fromEntries(PASS_ON.flatMap((k) => process.env[k] !== undefined ? [[k, process.env[k] as string]] : []))
 const PASSWORD = 'correct horse battery staple'
 const ARGON2 = { algorithm: 2, memoryCost: 19456, timeCost: 2, parallelism: 1 } as const
 
-interface Result { name: string, rps: number, p50: number, p99: number, errors: number, non2xx: number }
+interface Result { name: string, rps: number, p50: number, p99: number, errors: number, non2xx: number, rssMb: number }
 
 const sleep = async (ms: number) => await new Promise((resolve) => setTimeout(resolve, ms))
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
@@ -80,9 +80,21 @@ async function stop (child: ChildProcess): Promise<void> {
   clearTimeout(killer)
 }
 
+// The service process whose RSS each scenario samples (set once the service has started).
+let servicePid: number | undefined
+const rssMb = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024
+
 async function load (name: string, opts: autocannon.Options): Promise<Result> {
-  const r = await autocannon({ connections: CONNECTIONS, duration: DURATION, ...opts })
-  return { name, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.timeouts, non2xx: r.non2xx }
+  let maxRss = 0
+  const sample = () => { if (servicePid !== undefined) maxRss = Math.max(maxRss, rssMb(servicePid)) }
+  const sampler = setInterval(sample, 200)
+  try {
+    const r = await autocannon({ connections: CONNECTIONS, duration: DURATION, ...opts })
+    sample()
+    return { name, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.timeouts, non2xx: r.non2xx, rssMb: maxRss }
+  } finally {
+    clearInterval(sampler)
+  }
 }
 
 // A new object each time: autocannon adds content-length to the headers object it is given.
@@ -161,6 +173,7 @@ async function runOnce (): Promise<Record<string, Result | number>> {
     out.barePost = await load('bare POST', { url: bare.base + '/bare', method: 'POST', headers: json(), body: '{"a":1}' })
     out.argon2Verify = await argon2Ceiling('verify')
     out.argon2Hash = await argon2Ceiling('hash')
+    servicePid = service.child.pid // from here on, each scenario records the service's largest RSS
     out.signUp = await load('sign-up', {
       url: base + '/auth/sign-up',
       requests: [{ method: 'POST', setupRequest: (req) => ({ ...req, headers: json(), body: JSON.stringify({ name: 'B', email: `su-${randomUUID()}@example.com`, password: PASSWORD }) }) }]
@@ -188,6 +201,7 @@ async function runOnce (): Promise<Record<string, Result | number>> {
     out.peakRssMb = service.peakRssMb()
     return out
   } finally {
+    servicePid = undefined
     await stop(service.child)
     await stop(bare.child)
     await db.drop()
@@ -239,7 +253,8 @@ if (flags.scale) {
     'p50 ms': med(key, 'p50'),
     'p99 ms': med(key, 'p99'),
     errors: med(key, 'errors'),
-    'non-2xx': med(key, 'non2xx')
+    'non-2xx': med(key, 'non2xx'),
+    'service RSS MB': Math.round(med(key, 'rssMb'))
   }))
   console.table(rows)
   ratios = {
