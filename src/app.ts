@@ -3,7 +3,7 @@ import Fastify, { LogController, type FastifyInstance, type FastifyReply, type F
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { trustProxy, type Config } from './config.js'
 import database from './db/index.js'
-import { registerErrorHandler } from './errors.js'
+import { registerErrorHandler, unavailable } from './errors.js'
 import { createPasswords } from './auth/passwords.js'
 import { createTokens } from './auth/tokens.js'
 import authRoutes from './auth/routes.js'
@@ -67,6 +67,7 @@ export async function buildApp (config: Config, opts: BuildOptions = {}): Promis
       return typeof id === 'string' && REQUEST_ID.test(id) ? id : randomUUID()
     },
     logController: new RequestLog(),
+    return503OnClosing: false,
     // The contract forbids type coercion: "name": 12345 is a 400, not "12345".
     ajv: { customOptions: { coerceTypes: false } }
   }).withTypeProvider<TypeBoxTypeProvider>()
@@ -74,12 +75,15 @@ export async function buildApp (config: Config, opts: BuildOptions = {}): Promis
   app.decorate('config', config)
 
   // Per-request hooks take a callback, not a promise: one less promise and microtask per request.
-  app.addHook('onRequest', (request, reply, done) => { reply.header('x-request-id', request.id); done() })
-
-  // While shutting down, answers to requests still in flight close their keep-alive
-  // connection, so that the server can finish closing instead of waiting on idle clients.
+  // While shutting down, a request that still arrives (on a kept-alive connection) gets the
+  // contract's 503 rather than Fastify's own (return503OnClosing is off for that), and answers
+  // to requests in flight close their connection, so that closing need not wait on idle clients.
   let closing = false
   app.addHook('preClose', async () => { closing = true })
+  app.addHook('onRequest', (request, reply, done) => {
+    reply.header('x-request-id', request.id)
+    done(closing ? unavailable('The service is shutting down; retry shortly', 1) : undefined)
+  })
   app.addHook('onSend', (_request, reply, payload, done) => {
     if (closing) reply.header('connection', 'close')
     done(null, payload)

@@ -1,6 +1,7 @@
 import { once } from 'node:events'
+import { connect, type AddressInfo } from 'node:net'
 import t from 'tap'
-import { createDatabase, EMBEDDED, PASSWORD, spawnServer, uniqueEmail } from './helper.js'
+import { build, createDatabase, EMBEDDED, PASSWORD, spawnServer, uniqueEmail } from './helper.js'
 
 t.test('a bad setting stops the start with one line naming the variable', async (t) => {
   const { child, output } = spawnServer(t, 'postgres://postgres@127.0.0.1:5432/postgres', { PORT: 'abc' })
@@ -40,4 +41,29 @@ t.test('replicas starting together apply migrations once, under a lock', { skip:
   for (const base of bases) t.equal((await fetch(`${base}/health/ready`)).status, 200)
   for (const s of servers) s.child.kill('SIGTERM')
   await Promise.all(servers.map(async (s) => await once(s.child, 'exit')))
+})
+
+t.test('a request completed after closing began gets the contract 503, with Retry-After and Connection: close', async (t) => {
+  const app = await build(t, await createDatabase(t))
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const { port } = app.server.address() as AddressInfo
+  // Half a request before the close: the connection is busy, so closing does not drop it.
+  const socket = connect(port, '127.0.0.1')
+  t.teardown(() => socket.destroy())
+  await once(socket, 'connect')
+  socket.write('GET /health HTTP/1.1\r\nHost: localhost\r\n')
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  const closed = app.close()
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  let answer = ''
+  socket.on('data', (d) => { answer += String(d) })
+  socket.write('\r\n')
+  await once(socket, 'close')
+  await closed
+  const [head, body] = answer.split('\r\n\r\n')
+  t.match(head, /^HTTP\/1\.1 503 /)
+  t.match(head, /\r\nconnection: close\r\n/i)
+  t.match(head, /\r\nretry-after: 1\r\n/i)
+  t.match(head, /\r\ncontent-type: application\/json; charset=utf-8\r\n/i)
+  t.same(JSON.parse(body), { statusCode: 503, error: 'Service Unavailable', code: 'SERVICE_UNAVAILABLE', message: 'The service is shutting down; retry shortly' })
 })
