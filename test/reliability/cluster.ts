@@ -3,9 +3,9 @@ import { randomInt } from 'node:crypto'
 import { once } from 'node:events'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
-import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { freePort } from './processes.js'
 
 // Helpers for running several replicas behind Debian's nginx on loopback.
 
@@ -17,15 +17,6 @@ export const nginxBinary = (): string => {
   } catch {
     return ''
   }
-}
-
-export async function freePort (): Promise<number> {
-  const s = net.createServer().listen(0, '127.0.0.1')
-  await once(s, 'listening')
-  const { port } = s.address() as net.AddressInfo
-  s.close()
-  await once(s, 'close')
-  return port
 }
 
 /**
