@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto'
+import type { ServerResponse } from 'node:http'
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { trustProxy, type Config } from './config.js'
 import database from './db/index.js'
-import { registerErrorHandler, unavailable } from './errors.js'
+import { AppError, clientErrorHandler, errorBody, registerErrorHandler, unavailable, validationFailed } from './errors.js'
 import { createPasswords } from './auth/passwords.js'
 import { createTokens } from './auth/tokens.js'
 import authRoutes from './auth/routes.js'
@@ -68,11 +69,25 @@ export async function buildApp (config: Config, opts: BuildOptions = {}): Promis
     },
     logController: new RequestLog(),
     return503OnClosing: false,
+    // Answers Fastify and Node would otherwise write themselves, in the contract's error shape.
+    frameworkErrors: (err, _request, reply) => {
+      const appErr = validationFailed(err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'A path segment is too long' : 'The URL is not validly encoded')
+      ;(reply as FastifyReply).send(appErr) // through the error handler, like any other error
+    },
+    clientErrorHandler,
+    // An HTTP/1.1 request without Host is answered normally (nothing here depends on Host),
+    // instead of with Node's bodiless 400.
+    http: { requireHostHeader: false },
     // The contract forbids type coercion: "name": 12345 is a 400, not "12345".
     ajv: { customOptions: { coerceTypes: false } }
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   app.decorate('config', config)
+  // Node answers an Expect other than 100-continue with a bodiless 417 unless told otherwise.
+  app.server.on('checkExpectation', (_req, res: ServerResponse) => {
+    const body = JSON.stringify(errorBody(new AppError(417, 'VALIDATION_FAILED', 'Only Expect: 100-continue is supported')))
+    res.writeHead(417, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) }).end(body)
+  })
 
   // Per-request hooks take a callback, not a promise: one less promise and microtask per request.
   // While shutting down, a request that still arrives (on a kept-alive connection) gets the

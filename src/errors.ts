@@ -1,4 +1,5 @@
 import { STATUS_CODES } from 'node:http'
+import type { Duplex } from 'node:stream'
 import type { FastifyError, FastifyInstance } from 'fastify'
 
 export type ErrorCode =
@@ -58,13 +59,38 @@ function toAppError (err: FastifyError): AppError | undefined {
   const status = err.statusCode ?? 500
   // Other client errors raised by Fastify itself (bad content-length, malformed JSON, ...).
   if (status >= 400 && status < 500) {
-    if (status === 404) return new AppError(404, 'NOT_FOUND', 'Not found')
+    // 403 comes only from the docs' static files (a path outside them): nothing is there.
+    if (status === 404 || status === 403) return new AppError(404, 'NOT_FOUND', 'Not found')
     if (status === 429) return new AppError(429, 'RATE_LIMITED', 'Too many requests from this address; retry later')
     if (status === 413) return new AppError(413, 'PAYLOAD_TOO_LARGE', 'Request body is too large')
     if (status === 415) return new AppError(415, 'UNSUPPORTED_MEDIA_TYPE', 'Send the body as application/json')
     return new AppError(status === 400 ? 400 : status, 'VALIDATION_FAILED', err.message)
   }
   return undefined
+}
+
+/** The contract's error body. */
+export function errorBody (err: AppError): { statusCode: number, error: string, code: ErrorCode, message: string } {
+  return { statusCode: err.statusCode, error: STATUS_CODES[err.statusCode] ?? 'Error', code: err.code, message: err.message }
+}
+
+/**
+ * Requests Node cannot parse (malformed request line or headers, headers over the limit, too
+ * slow) never reach Fastify: answer them on the socket with the contract's body, then close.
+ */
+export function clientErrorHandler (err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return
+  const appErr = err.code === 'HPE_HEADER_OVERFLOW'
+    ? new AppError(431, 'PAYLOAD_TOO_LARGE', 'Request headers are too large')
+    : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? new AppError(408, 'VALIDATION_FAILED', 'The request did not arrive in time')
+      : validationFailed('Malformed HTTP request')
+  const body = JSON.stringify(errorBody(appErr))
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${appErr.statusCode} ${STATUS_CODES[appErr.statusCode] ?? ''}\r\nConnection: close\r\n` +
+      `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
+  }
+  socket.destroy()
 }
 
 /** The one error handler: every error leaves as { statusCode, error, code, message }. */
@@ -87,12 +113,7 @@ export function registerErrorHandler (app: FastifyInstance): void {
     return reply
       .code(appErr.statusCode)
       .headers(appErr.headers)
-      .send({
-        statusCode: appErr.statusCode,
-        error: STATUS_CODES[appErr.statusCode] ?? 'Error',
-        code: appErr.code,
-        message: appErr.message
-      })
+      .send(errorBody(appErr))
   })
 
   app.setNotFoundHandler((request, reply) => {

@@ -45,6 +45,60 @@ t.test('unknown routes and known paths with the wrong method → 404 NOT_FOUND a
   }
 })
 
+t.test('a URL that is not validly percent-encoded → 400 VALIDATION_FAILED in the contract shape', async (t) => {
+  for (const url of ['/%ZZ', '/auth/%zz', '/docs/%']) {
+    const res = await app.inject({ method: 'GET', url })
+    t.equal(res.statusCode, 400, url)
+    t.equal(res.headers['content-type'], 'application/json; charset=utf-8')
+    t.same(Object.keys(res.json()).sort(), ERROR_KEYS)
+    t.equal(res.json().code, 'VALIDATION_FAILED')
+  }
+})
+
+t.test('a path outside the docs\' static files → 404 NOT_FOUND, nothing served', async (t) => {
+  for (const url of ['/docs/static//', '/docs/static/..%2f..%2fpackage.json', '/docs/static/%2e%2e/%2e%2e/package.json']) {
+    const res = await app.inject({ method: 'GET', url })
+    t.equal(res.statusCode, 404, url)
+    t.equal(res.json().code, 'NOT_FOUND')
+  }
+})
+
+t.test('requests Node itself would refuse get the contract shape too (over a real socket)', async (t) => {
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const { port } = app.server.address() as net.AddressInfo
+  const send = async (raw: string): Promise<{ head: string, body: string }> => await new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => socket.write(raw))
+    let data = ''
+    socket.on('data', (d) => { data += String(d) })
+    socket.on('error', reject)
+    // The answer is complete once its Content-Length is in: keep-alive answers do not close.
+    const done = () => {
+      const [head, body = ''] = data.split('\r\n\r\n')
+      const length = Number(/content-length: (\d+)/i.exec(head)?.[1] ?? -1)
+      if (Buffer.byteLength(body) >= length && length >= 0) { socket.destroy(); resolve({ head, body }) }
+    }
+    socket.on('data', done)
+    socket.on('close', () => resolve({ head: data.split('\r\n\r\n')[0], body: data.split('\r\n\r\n')[1] ?? '' }))
+  })
+  const cases: Array<[string, string, number, string]> = [
+    ['a malformed request line', 'NOT HTTP AT ALL\r\n\r\n', 400, 'VALIDATION_FAILED'],
+    ['a NUL in a header value', 'GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\u0000b\r\n\r\n', 400, 'VALIDATION_FAILED'],
+    ['headers over the limit', `GET /health HTTP/1.1\r\nHost: x\r\nX-A: ${'a'.repeat(20_000)}\r\n\r\n`, 431, 'PAYLOAD_TOO_LARGE'],
+    ['an Expect other than 100-continue', 'GET /health HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n\r\n', 417, 'VALIDATION_FAILED']
+  ]
+  for (const [what, raw, status, code] of cases) {
+    const { head, body } = await send(raw)
+    t.match(head, new RegExp(`^HTTP/1\\.1 ${status} `), what)
+    t.match(head, /\r\ncontent-type: application\/json; charset=utf-8/i, what)
+    t.same(Object.keys(JSON.parse(body)).sort(), ERROR_KEYS, what)
+    t.equal(JSON.parse(body).code, code, what)
+  }
+  // HTTP/1.1 without Host: answered like any request, not with Node's bodiless 400.
+  const noHost = await send('GET /health HTTP/1.1\r\n\r\n')
+  t.match(noHost.head, /^HTTP\/1\.1 200 /)
+  t.same(JSON.parse(noHost.body), { status: 'ok' })
+})
+
 t.test('every JSON answer is application/json; charset=utf-8, with a request id', async (t) => {
   for (const res of [
     await app.inject({ method: 'GET', url: '/health' }),

@@ -117,6 +117,10 @@ t.test('an unknown id or an already ended session → 404 NOT_FOUND', async (t) 
 t.test('a malformed id → 400 VALIDATION_FAILED', async (t) => {
   const session = await newSession(app)
   t.match(outcome(await endSession('abc', session.access_token)), { status: 400, code: 'VALIDATION_FAILED' })
+  // The uuid format allows a urn:uuid: prefix that PostgreSQL refuses (a 500 before).
+  t.match(outcome(await endSession(`urn:uuid:${sidOf(session.access_token)}`, session.access_token)), { status: 400, code: 'VALIDATION_FAILED' })
+  // Longer than the router's limit for a path parameter.
+  t.match(outcome(await endSession('a'.repeat(101), session.access_token)), { status: 400, code: 'VALIDATION_FAILED' })
 })
 
 t.test('ending a session without a token → 401 TOKEN_MISSING; with a refresh token → 401 TOKEN_INVALID; nothing ends', async (t) => {

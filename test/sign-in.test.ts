@@ -55,7 +55,12 @@ t.test('a wrong password and an unknown email → the same 401 INVALID_CREDENTIA
 })
 
 t.test('invalid bodies → 400 VALIDATION_FAILED', async (t) => {
-  for (const payload of [{}, { email: 'a@b.co' }, { email: 5, password: PASSWORD }, { email: 'a@b.co', password: '' }, { email: 'a@b.co', password: 'x'.repeat(1025) }]) {
+  const bodies = [
+    {}, { email: 'a@b.co' }, { email: 5, password: PASSWORD }, { email: 'a@b.co', password: '' }, { email: 'a@b.co', password: 'x'.repeat(1025) },
+    // Found by the fuzz test: a NUL reached PostgreSQL and came back as a 500.
+    { email: '\u0000a@b.co', password: PASSWORD }, { email: 'a\ud800@b.co', password: PASSWORD }
+  ]
+  for (const payload of bodies) {
     const res = await signIn(payload)
     t.equal(res.statusCode, 400, JSON.stringify(payload).slice(0, 60))
     t.equal(res.json().code, 'VALIDATION_FAILED')

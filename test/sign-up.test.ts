@@ -66,7 +66,11 @@ t.test('invalid fields → 400 VALIDATION_FAILED naming the field', async (t) =>
     ['a numeric password', { ...ok, password: 12345678 }, /password/],
     ['a password of 7 characters', { ...ok, password: 'Xy7#qP2' }, /password/],
     ['a password of 1025 characters', { ...ok, password: 'x'.repeat(1025) }, /password/],
-    ['a boolean email', { ...ok, email: true }, /email/]
+    ['a boolean email', { ...ok, email: true }, /email/],
+    // JSON lets "\ud800" through; UTF-8 cannot hold it (it would be stored as U+FFFD).
+    ['a name with an unpaired surrogate', { ...ok, name: 'ab\ud800' }, /name/],
+    ['an email with an unpaired surrogate', { ...ok, email: 'a\udc00b@example.com' }, /email/],
+    ['a password with an unpaired surrogate', { ...ok, password: 'long enough \ud800 password' }, /password/]
   ]
   for (const [what, payload, field] of cases) {
     const res = await signUp(payload)

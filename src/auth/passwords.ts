@@ -21,6 +21,8 @@ export function passwordPolicyError (password: string, minLength: number): strin
   const length = [...password].length
   if (length < minLength) return `password must be at least ${minLength} characters`
   if (length > 1024) return 'password must be at most 1024 characters'
+  // Hashed as UTF-8, an unpaired surrogate would become U+FFFD: two passwords, one hash.
+  if (/\p{Cs}/u.test(password)) return 'password must be valid Unicode text'
   if (COMMON_PASSWORDS.has(password.toLowerCase())) return 'password is too common; choose one that is not on lists of common passwords'
   return null
 }

@@ -15,6 +15,9 @@ import {
 
 const EMAIL = /^[^\s@\p{Cc}]{1,64}@(?:[\p{L}\p{N}](?:[\p{L}\p{N}-]{0,61}[\p{L}\p{N}])?\.)+[\p{L}](?:[\p{L}\p{N}-]{0,61}[\p{L}\p{N}])?$/u
 const CONTROL = /\p{Cc}/u
+// An unpaired UTF-16 surrogate (JSON allows "\ud800") cannot be stored as UTF-8: refused, not
+// silently turned into U+FFFD.
+const UNPAIRED = /\p{Cs}/u
 
 // The error statuses a route answers (and 500, which any route may), each the shared ErrorBody.
 const errors = (...codes: number[]) => Object.fromEntries([...codes, 500].map((c) => [c, ErrorReply(c)]))
@@ -28,8 +31,9 @@ function signUpFields (body: SignUpBody, minLength: number): { name: string, ema
   const nameLength = [...name].length
   if (nameLength < 1 || nameLength > 100) throw validationFailed('name must be 1-100 characters')
   if (CONTROL.test(name)) throw validationFailed('name must not contain control characters')
+  if (UNPAIRED.test(name)) throw validationFailed('name must be valid Unicode text')
   const email = body.email.trim()
-  if (email.length > 254 || !EMAIL.test(email)) throw validationFailed('email must be a valid email address')
+  if (email.length > 254 || !EMAIL.test(email) || UNPAIRED.test(email)) throw validationFailed('email must be a valid email address')
   const policy = passwordPolicyError(body.password, minLength)
   if (policy !== null) throw validationFailed(policy)
   return { name, email: email.toLowerCase() }
@@ -102,6 +106,8 @@ export default async function authRoutes (fastify: FastifyInstance, { passwords,
     }
   }, async (request, reply) => {
     const email = request.body.email.trim().toLowerCase()
+    // No stored email holds these; PostgreSQL would refuse a NUL outright.
+    if (CONTROL.test(email) || UNPAIRED.test(email)) throw validationFailed('email must be a valid email address')
     const state = await q.findSignInState(db, email, request.ip)
     if (state.retry_after !== null) {
       // Too many failures for this email: even the right password waits (no hashing is done).

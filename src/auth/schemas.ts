@@ -97,7 +97,8 @@ export const Session = Type.Object({
 export const SessionsReply = Type.Array(Session, { description: 'The live sessions of the user (not ended, not expired), newest first' })
 
 export const SessionParams = Type.Object({
-  id: Type.String({ format: 'uuid', description: 'A session id, from GET /auth/sessions' })
+  // A pattern, not format: 'uuid', which also lets `urn:uuid:…` through to PostgreSQL.
+  id: Type.String({ pattern: '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$', description: 'A session id, from GET /auth/sessions' })
 })
 export type SessionParams = Static<typeof SessionParams>
 
