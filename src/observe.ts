@@ -98,7 +98,9 @@ async function observe (app: FastifyInstance, { metrics, queueDepth }: { metrics
   }
 
   app.addHook('onResponse', (request, reply, done) => {
-    try { record(request, reply) } finally { done() }
+    // The answer has gone already: a failure here is logged, never passed on.
+    try { record(request, reply) } catch (err) { request.log.error({ err }, 'metrics or audit failed') }
+    done()
   })
 
   function record (request: FastifyRequest, reply: FastifyReply): void {
