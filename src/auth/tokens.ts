@@ -109,9 +109,6 @@ export function bearerToken (header: string | undefined): string | undefined {
 export function createTokens (config: Config, log: FastifyBaseLogger) {
   const now = () => Math.floor(Date.now() / 1000)
   const checks = {
-    // Verified tokens are remembered (until they expire): a client repeating its access token
-    // costs a lookup, not an HMAC or signature check (measured: bench/README.md).
-    cache: 10_000,
     allowedIss: config.JWT_ISSUER,
     ...(config.JWT_AUDIENCE !== undefined ? { allowedAud: config.JWT_AUDIENCE } : {}),
     // fast-jwt checks a claim only when present: list every claim, aud too when it is due.
@@ -119,17 +116,26 @@ export function createTokens (config: Config, log: FastifyBaseLogger) {
   }
   const { privateKey, publicKeys } = signingKeys(config)
   const secret = privateKey === undefined ? signingSecret(config, log) : config.JWT_SECRET_KEY
-  const hs256 = secret === undefined ? undefined : createVerifier({ key: secret, algorithms: ['HS256'], ...checks })
 
-  // One verifier per configured public key, made once, by kid (a Map: no kid reaches a prototype).
+  // The configured public keys, by kid (the same key given twice counts once).
   const jwks: Jwk[] = []
-  const byKid = new Map<string, (token: string) => Claims>()
+  const keys: Array<{ kid: string, alg: KeyAlgorithm, pem: string }> = []
   for (const { alg, key } of publicKeys) {
     const jwk = publicJwk(key, alg)
-    if (byKid.has(jwk.kid)) continue // the same key given twice
+    if (keys.some((k) => k.kid === jwk.kid)) continue
     jwks.push(jwk)
-    byKid.set(jwk.kid, createVerifier({ key: key.export({ type: 'spki', format: 'pem' }) as string, algorithms: [alg], ...checks }))
+    keys.push({ kid: jwk.kid, alg, pem: key.export({ type: 'spki', format: 'pem' }) as string })
   }
+  // One verifier per key, made once (a Map: no kid reaches a prototype). Verified access tokens
+  // are remembered until they expire: a client repeating its access token costs a lookup, not
+  // an HMAC or signature check (measured: bench/README.md). Refresh tokens are used once each
+  // with rotation, so remembering them would only cost memory.
+  function verifiers (cache: number | false) {
+    const hs256 = secret === undefined ? undefined : createVerifier({ key: secret, algorithms: ['HS256'], cache, ...checks })
+    const byKid = new Map(keys.map(({ kid, alg, pem }) => [kid, createVerifier({ key: pem, algorithms: [alg], cache, ...checks })]))
+    return { hs256, byKid }
+  }
+  const verifiersByType = { access: verifiers(10_000), refresh: verifiers(false) }
   const decode = createDecoder({ complete: true })
 
   const signer = privateKey === undefined
@@ -137,14 +143,15 @@ export function createTokens (config: Config, log: FastifyBaseLogger) {
     : createSigner({ key: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, algorithm: jwks[0].alg, kid: jwks[0].kid })
   if (privateKey !== undefined) {
     const { alg, kid } = jwks[0]
-    log.info({ alg, kid, verificationKids: [...byKid.keys()] }, 'signing tokens with JWT_PRIVATE_KEY')
+    log.info({ alg, kid, verificationKids: keys.map((k) => k.kid) }, 'signing tokens with JWT_PRIVATE_KEY')
     if (secret !== undefined) {
       log.warn('JWT_SECRET_KEY is set too: tokens without kid (signed with it) are still accepted; remove it once JWT_REFRESH_TTL has passed since the switch to JWT_PRIVATE_KEY')
     }
   }
 
   /** The verifier for a token: the configured key named by its kid, or the secret; never a key the token brings. */
-  function verifierFor (token: string): ((token: string) => Claims) | undefined {
+  function verifierFor (token: string, type: TokenType): ((token: string) => Claims) | undefined {
+    const { hs256, byKid } = verifiersByType[type]
     if (byKid.size === 0) return hs256 // a shared secret only: nothing in the header matters
     const { kid } = decode(token).header
     if (kid === undefined) return hs256
@@ -168,7 +175,7 @@ export function createTokens (config: Config, log: FastifyBaseLogger) {
     verify (token: string, type: TokenType): Claims {
       let claims: Claims
       try {
-        const verify = verifierFor(token)
+        const verify = verifierFor(token, type)
         if (verify === undefined) throw new Error('no configured key for this token')
         claims = verify(token)
       } catch (err) {
