@@ -51,7 +51,7 @@ export function createMetrics () {
       name: 'http_request_duration_seconds',
       help: 'HTTP requests by route and status: duration (its _count is the request count)',
       labelNames: ['method', 'route', 'status_code'],
-      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 2.5],
       registers
     }),
     outcomes: new Counter({
