@@ -1,4 +1,4 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { randomInt } from 'node:crypto'
 import { once } from 'node:events'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -129,32 +129,4 @@ ${upstreamPorts.map((p) => `    server 127.0.0.1:${p};`).join('\n')}
   let log = ''
   try { log = readFileSync(join(dir, 'error.log'), 'utf8') } catch {}
   throw new Error(`nginx did not answer on port ${port}: ${stderr} ${log}`)
-}
-
-/**
- * The base URL of a spawned replica once its log says it listens. Like ServerProcess.listening,
- * but with a time limit of our choosing: three replicas starting at once on a busy 2-core machine
- * can take longer than the helper's 20 s.
- */
-export async function listeningWithin (server: { child: ChildProcess, output: () => { out: string, err: string } }, ms: number): Promise<string> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(server.output().out)
-    if (m !== null) return m[1]
-    if (server.child.exitCode !== null || server.child.signalCode !== null) {
-      throw new Error(`replica exited (${server.child.exitCode ?? server.child.signalCode}): ${server.output().err}`)
-    }
-    if (Date.now() > deadline) throw new Error(`replica did not listen within ${ms} ms: ${server.output().out} ${server.output().err}`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-}
-
-/** The JSON lines a replica logged (anything else on stdout is skipped). */
-export function logLines (out: string): Array<Record<string, any>> {
-  const lines: Array<Record<string, any>> = []
-  for (const line of out.split('\n')) {
-    if (!line.startsWith('{')) continue
-    try { lines.push(JSON.parse(line)) } catch {}
-  }
-  return lines
 }

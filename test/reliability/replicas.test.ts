@@ -3,8 +3,9 @@ import pg from 'pg'
 import { Redis } from 'ioredis'
 import { PG_MIGRATE_LOCK_ID } from 'node-pg-migrate'
 import { MIGRATIONS_TABLE, shippedMigrations } from '../../src/db/migrate.js'
-import { createDatabase, EMBEDDED, PASSWORD, spawnServer, uniqueEmail, type ServerProcess } from '../helper.js'
-import { call, clientIp, listeningWithin, logLines, nginxBinary, startNginx, type Answer } from './cluster.js'
+import { createDatabase, EMBEDDED, PASSWORD, uniqueEmail } from '../helper.js'
+import { call, clientIp, nginxBinary, startNginx, type Answer } from './cluster.js'
+import { logLines, startService, type ServiceProcess } from './processes.js'
 
 // Issue #7, many replicas: three service processes on their own ports, one PostgreSQL database,
 // one Redis, behind Debian's nginx on loopback. What they share must hold across them: the
@@ -87,10 +88,11 @@ async function replicas (): Promise<void> {
   locker.on('error', () => {}) // the database is dropped WITH (FORCE) at teardown
   await locker.connect()
   let waiting = 0
-  let servers: ServerProcess[]
+  let servers: ServiceProcess[]
   try {
     await locker.query('SELECT pg_advisory_lock($1)', [PG_MIGRATE_LOCK_ID])
-    servers = [1, 2, 3].map(() => spawnServer(t, databaseUrl, settings))
+    // 60 s to start: three replicas at once on a busy 2-core machine.
+    servers = [1, 2, 3].map(() => startService(t, databaseUrl, settings, 60_000))
     for (let i = 0; i < 1200 && waiting < 3; i++) {
       await new Promise((resolve) => setTimeout(resolve, 50))
       if (servers.some((s) => s.child.exitCode !== null)) break
@@ -100,7 +102,7 @@ async function replicas (): Promise<void> {
   } finally {
     await locker.end() // releases the lock
   }
-  const bases = await Promise.all(servers.map(async (s) => await listeningWithin(s, 60_000)))
+  const bases = await Promise.all(servers.map(async (s) => await s.listening))
   const ports = bases.map((b) => Number(new URL(b).port))
   const replicaAddrs = ports.map((p) => `127.0.0.1:${p}`)
   const proxy = await startNginx(t, nginx, ports)
