@@ -137,10 +137,12 @@ export function spawnServer (t: TapLike, databaseUrl: string | undefined, env: R
   })
   const listening = new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no start within 20 s: ${out} ${err}`)), 20_000)
-    child.stdout?.on('data', () => {
+    // Scans the output only until the start: a long-running test keeps logging for minutes.
+    const onData = (): void => {
       const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(out)
-      if (m !== null) { clearTimeout(timer); resolve(m[1]) }
-    })
+      if (m !== null) { clearTimeout(timer); child.stdout?.off('data', onData); resolve(m[1]) }
+    }
+    child.stdout?.on('data', onData)
     child.on('exit', () => { clearTimeout(timer); reject(new Error(`exited: ${err}`)) })
   })
   listening.catch(() => {}) // a test that expects the start to fail never awaits it
