@@ -2,7 +2,9 @@ import { createHash } from 'node:crypto'
 import t from 'tap'
 import { createSigner } from 'fast-jwt'
 import type { LightMyRequestResponse } from 'fastify'
-import { bearer, build, claimsOf, createDatabase, newSession, refresh, SECRET } from './helper.js'
+import pg from 'pg'
+import { bearer, build, claimsOf, createDatabase, EMBEDDED, newSession, refresh, SECRET } from './helper.js'
+import * as q from '../src/auth/queries.js'
 
 const databaseUrl = await createDatabase(t)
 const app = await build(t, databaseUrl)
@@ -101,6 +103,67 @@ t.test('20 concurrent refreshes with one token → exactly one 200, 19 × 401 TO
   const losers = results.filter((r) => r.statusCode !== 200)
   t.equal(losers.length, 19)
   t.ok(losers.every((r) => r.statusCode === 401 && r.json().code === 'TOKEN_REVOKED'), 'every loser is 401 TOKEN_REVOKED')
+})
+
+t.test('40 concurrent refreshes of 40 sessions: all rotate, sharing a few statements (group commit)', async (t) => {
+  const sessions = await Promise.all(Array.from({ length: 40 }, async () => await newSession(app)))
+  const results = await Promise.all(sessions.map(async (s) => await refresh(app, s.refresh_token)))
+  t.same(results.map((r) => r.statusCode), sessions.map(() => 200))
+  const sids = sessions.map((s) => claimsOf(s.refresh_token).sid)
+  const { rows } = await app.pg.query('SELECT id, refresh_hash, rotated_at FROM sessions WHERE id = ANY ($1)', [sids])
+  const bySid = new Map(rows.map((r) => [r.id, r]))
+  t.ok(results.every((r, i) => bySid.get(sids[i]).refresh_hash.equals(sha256(claimsOf(r.json().refresh_token).jti as string))),
+    'each session holds the hash of the token its own answer carried')
+  // now() is one value per transaction: rotations committed together share their rotated_at.
+  const commits = new Set(rows.map((r) => r.rotated_at.getTime())).size
+  t.ok(commits <= 5, `40 rotations in ${commits} statements`)
+})
+
+t.test('one batch with a token twice and other sessions: one of the pair wins, the reuse ends that session only', async (t) => {
+  const pair = await newSession(app)
+  const others = await Promise.all(Array.from({ length: 6 }, async () => await newSession(app)))
+  const tokens = [pair.refresh_token, ...others.map((s) => s.refresh_token), pair.refresh_token]
+  const results = await Promise.all(tokens.map(async (token) => await refresh(app, token)))
+  const pairStatuses = [results[0], results[7]].map((r) => r.statusCode).sort()
+  t.same(pairStatuses, [200, 401], 'exactly one of the two with one token succeeds')
+  t.same(results.slice(1, 7).map((r) => r.statusCode), [200, 200, 200, 200, 200, 200], 'the other sessions rotate')
+  t.type((await sessionRow(claimsOf(pair.refresh_token).sid)).revoked_at, Date, 'the reused session is ended')
+})
+
+t.test('a batch rolled back by a deadlock is run again', { skip: EMBEDDED && 'needs a second connection (PostgreSQL server)' }, async (t) => {
+  // Two sessions, A inserted first; the batch locks them in that order. Another transaction
+  // holds B and then asks for A: a deadlock, which PostgreSQL breaks by rolling the batch back.
+  const a = await newSession(app)
+  const b = await newSession(app)
+  const [sidA, sidB] = [a, b].map((s) => claimsOf(s.refresh_token).sid as string)
+  const rotation = (s: typeof a, sid: string) => {
+    const jti = claimsOf(s.refresh_token).jti as string
+    return { sid, sub: s.user.id, oldHash: sha256(jti), newHash: sha256(jti + '+1') }
+  }
+  const deadlocks = async () => Number((await app.pg.query('SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()')).rows[0].deadlocks)
+  const before = await deadlocks()
+  const other = new pg.Client({ connectionString: databaseUrl })
+  await other.connect()
+  t.teardown(async () => await other.end())
+  await other.query('BEGIN')
+  await other.query('UPDATE sessions SET last_used_at = now() WHERE id = $1', [sidB])
+  const batch = q.rotateRefreshTokens(app.pg.pool, [rotation(a, sidA), rotation(b, sidB)], 3600)
+  // Wait until the batch waits for B's lock, then ask for A's.
+  for (let i = 0; i < 100; i++) {
+    const { rows } = await app.pg.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")
+    if (rows[0].n > 0) break
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  await other.query('UPDATE sessions SET last_used_at = now() WHERE id = $1', [sidA])
+  await other.query('COMMIT')
+  t.same(await batch, [true, true], 'both rotations took place')
+  // pg_stat_database is updated when the backend reports its statistics: wait for it.
+  let after = await deadlocks()
+  for (let i = 0; i < 50 && after === before; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    after = await deadlocks()
+  }
+  t.equal(after, before + 1, 'PostgreSQL saw one deadlock')
 })
 
 t.test('REFRESH_REUSE_GRACE=30: a retired token within the grace gets the same successor; the session goes on', async (t) => {

@@ -52,21 +52,38 @@ export async function insertSession (db: Db, s: {
   })
 }
 
+export interface Rotation { sid: string, sub: string, oldHash: Buffer, newHash: Buffer }
+
 /**
- * Swaps the session's current refresh hash for the next one, in one atomic statement: of
- * several concurrent refreshes with one token, exactly one finds `refresh_hash = oldHash`.
- * The session's idle lifetime slides forward with each rotation.
+ * Swaps each session's current refresh hash for the next one, all in one statement (a batch:
+ * src/db/batch.ts); true for each rotation that took place. Of several rotations with one token,
+ * in one batch or in concurrent ones, exactly one finds `refresh_hash = oldHash`. The session's
+ * idle lifetime slides forward with each rotation.
  */
-export async function rotateRefreshToken (db: Db, r: { sid: string, sub: string, oldHash: Buffer, newHash: Buffer, ttl: number }): Promise<boolean> {
-  const { rowCount } = await db.query({
-    name: 'rotate-refresh-token',
-    text: `UPDATE sessions
-           SET refresh_hash = $4, previous_hash = refresh_hash, rotated_at = now(), last_used_at = now(),
+export async function rotateRefreshTokens (db: Db, rotations: Rotation[], ttl: number): Promise<boolean[]> {
+  const query = {
+    name: 'rotate-refresh-tokens',
+    text: `UPDATE sessions s
+           SET refresh_hash = r.new_hash, previous_hash = s.refresh_hash, rotated_at = now(), last_used_at = now(),
                expires_at = now() + make_interval(secs => $5)
-           WHERE id = $1 AND user_id = $2 AND refresh_hash = $3 AND revoked_at IS NULL AND expires_at > now()`,
-    values: [r.sid, r.sub, r.oldHash, r.newHash, r.ttl]
-  })
-  return rowCount === 1
+           FROM unnest($1::uuid[], $2::uuid[], $3::bytea[], $4::bytea[]) WITH ORDINALITY AS r(id, user_id, old_hash, new_hash, n)
+           WHERE s.id = ANY ($1::uuid[]) AND s.id = r.id AND s.user_id = r.user_id AND s.refresh_hash = r.old_hash
+             AND s.revoked_at IS NULL AND s.expires_at > now()
+           RETURNING r.n`,
+    values: [rotations.map((r) => r.sid), rotations.map((r) => r.sub), rotations.map((r) => r.oldHash), rotations.map((r) => r.newHash), ttl]
+  }
+  let rows: Array<{ n: string }>
+  try {
+    rows = (await db.query<{ n: string }>(query)).rows
+  } catch (err) {
+    // A deadlock with another statement (a sign-out of all sessions, say) rolled the batch back whole: once more.
+    if ((err as { code?: string }).code !== '40P01') throw err
+    rows = (await db.query<{ n: string }>(query)).rows
+  }
+  // A session appears once in the result even when several rotations in the batch named it:
+  // `n` says which one took place.
+  const done = new Set(rows.map((r) => rotations[Number(r.n) - 1]))
+  return rotations.map((r) => done.has(r))
 }
 
 /** Without rotation: the token stays valid while its session lives. */
