@@ -100,6 +100,17 @@ t.test('a password longer than the policy minimum set later still signs in (poli
   t.equal(res.statusCode, 200)
 })
 
+t.test('a burst right after start: 16 concurrent sign-ins are all served, none refused', async (t) => {
+  const databaseUrl = await createDatabase(t)
+  const first = await build(t, databaseUrl)
+  const user = await signUp(first)
+  await first.close()
+  const fresh = await build(t, databaseUrl)
+  const results = await Promise.all(Array.from({ length: 16 }, async () =>
+    await fresh.inject({ method: 'POST', url: '/auth/sign-in', payload: { email: user.email, password: PASSWORD } })))
+  t.same(results.map((r) => r.statusCode), results.map(() => 200))
+})
+
 t.test('more sign-ins than hashing can serve within a second → the excess gets 503 with Retry-After at once', async (t) => {
   // Slow hashing (t=20) so that 40 simultaneous sign-ins queue up far more than a second of work.
   const slow = await build(t, await createDatabase(t), { ARGON2_ITERATIONS: '20' })

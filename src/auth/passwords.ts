@@ -36,6 +36,7 @@ class HashQueue {
   private active = 0
   private readonly waiting: Array<() => void> = []
   private avgMs: number
+  private measured = false
 
   constructor (
     private readonly concurrency: number,
@@ -63,7 +64,10 @@ class HashQueue {
       return await work()
     } finally {
       const ms = performance.now() - start
-      this.avgMs = this.avgMs * 0.9 + ms * 0.1
+      // The first real hash replaces the estimate made at start, which may have run beside the
+      // rest of the start-up: too high an estimate refused sign-ins of a burst right after start.
+      this.avgMs = this.measured ? this.avgMs * 0.9 + ms * 0.1 : ms
+      this.measured = true
       this.histogram?.observe(ms / 1000)
       const next = this.waiting.shift()
       if (next !== undefined) next() // hand the slot over; `active` stays the same
@@ -83,8 +87,10 @@ export async function createPasswords (config: Config, histogram?: { observe: (s
     parallelism: config.ARGON2_PARALLELISM
   }
   // Unknown emails are verified against this hash so they cost (and answer) exactly like a wrong password.
-  const start = performance.now()
   const dummyHash = await hash(randomBytes(32), options)
+  // The first estimate of a hash's time: a verify, once the first hash has warmed things up.
+  const start = performance.now()
+  await verify(dummyHash, 'warm-up')
   const queue = new HashQueue(availableParallelism(), 1000, performance.now() - start, histogram)
 
   return {
