@@ -1,8 +1,11 @@
-// An open-loop load generator: requests are sent at evenly spaced times, whatever the answers do,
-// and each latency counts from the time the request was due (so a stall is not hidden by the
-// requests it kept from being sent). autocannon's `overallRate` cannot do this: each connection
-// sends its whole quota for a second at full speed, then waits for the next second, so "half
-// the peak rate" is really the peak rate for half of each second.
+// An open-loop load generator: requests are sent at evenly spaced times, whatever the answers do
+// (a stalled service does not slow the sending, so its stall is not hidden by the requests it
+// kept from being sent). autocannon's `overallRate` cannot do this: each connection sends its
+// whole quota for a second at full speed, then waits for the next second, so "half the peak
+// rate" is really the peak rate for half of each second. Each latency counts from the moment
+// the request is handed to the HTTP client (waiting for a free connection included); how late
+// the generator itself was in handing it over, on a machine it shares with the service, is
+// reported apart (`lagP99`).
 import { Pool } from 'undici'
 
 export interface PacedRequest { method: 'GET' | 'POST', path: string, headers?: Record<string, string>, body?: string }
@@ -18,6 +21,8 @@ export interface PacedResult {
   ok: number[]
   /** p99 latency by status, ms */
   p99ByStatus: Record<number, number>
+  /** p99 of how late requests were handed to the HTTP client, ms */
+  lagP99: number
   errors: number
 }
 
@@ -43,12 +48,15 @@ export async function paced (origin: string, o: {
   const start = performance.now()
   const total = Math.round(o.rate * o.seconds)
 
+  const lags: number[] = []
   const send = (due: number): void => {
     const req = o.next()
     if (req === undefined) { errors++; return }
+    const sent = performance.now()
+    lags.push(sent - due)
     const p = pool.request({ origin, ...req }).then(async ({ statusCode, body }) => {
       const text = await body.text()
-      const ms = performance.now() - due
+      const ms = performance.now() - sent
       ;(latencies[statusCode] ??= []).push(ms)
       o.onAnswer?.(statusCode, text)
     }, () => { errors++ }).finally(() => inFlight.delete(p))
@@ -76,6 +84,7 @@ export async function paced (origin: string, o: {
     p99: percentile(ok, 0.99),
     ok,
     p99ByStatus: Object.fromEntries(byStatus.map(([s, ms]) => [s, percentile(ms, 0.99)])),
+    lagP99: percentile(lags.sort((a, b) => a - b), 0.99),
     errors
   }
 }

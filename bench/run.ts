@@ -107,13 +107,30 @@ async function load (name: string, opts: autocannon.Options): Promise<Result> {
   })
 }
 
-/** Open loop at `rate` requests a second (bench/paced.ts), over at most CONNECTIONS connections. */
-async function loadAt (name: string, base: string, rate: number, opts: Pick<Parameters<typeof paced>[1], 'next' | 'onAnswer'>): Promise<Result> {
-  return await sampled(async () => {
+/** Answers of `route` with status 200 so far, and how many of them the service took at most 10 ms over (its own histogram). */
+async function served (base: string, route: string): Promise<{ count: number, within10ms: number }> {
+  const text = await (await fetch(base + '/metrics')).text()
+  const series = (suffix: string) => Number(new RegExp(
+    `^http_request_duration_seconds_${suffix}\\{[^}]*route="${route}",status_code="200"[^}]*\\} (\\d+)`, 'm').exec(text)?.[1] ?? 0)
+  return { count: series('count'), within10ms: series('bucket(?=\\{le="0.01",)') }
+}
+
+/**
+ * Open loop at `rate` requests a second (bench/paced.ts), over at most CONNECTIONS connections.
+ * Beside the client's view, the share of answers the service itself took at most 10 ms over
+ * (from receiving the request to sending the answer), and how late the generator was.
+ */
+async function loadAt (name: string, base: string, route: string, rate: number, opts: Pick<Parameters<typeof paced>[1], 'next' | 'onAnswer'>): Promise<Result & { serviceWithin10ms: number, generatorLagP99: number }> {
+  const before = await served(base, route)
+  let lag = 0
+  const result = await sampled(async () => {
     const r = await paced(base, { rate, seconds: DURATION, connections: CONNECTIONS, ...opts })
+    lag = r.lagP99
     const answered = Object.values(r.statusRps).reduce((a, b) => a + b, 0)
     return { name, rps: answered, p50: r.p50, p99: r.p99, errors: r.errors, non2xx: Math.round((answered - r.ok.length / DURATION) * DURATION) }
   })
+  const after = await served(base, route)
+  return { ...result, serviceWithin10ms: (after.within10ms - before.within10ms) / Math.max(1, after.count - before.count), generatorLagP99: lag }
 }
 
 // A new object each time: autocannon adds content-length to the headers object it is given.
@@ -202,15 +219,23 @@ async function runOnce (): Promise<Record<string, Result | number>> {
       }]
     })
     out.me = await load('me', { url: base + '/auth/me', headers: { authorization: `Bearer ${access}` } })
-    out.refreshHalf = await loadAt('refresh at half peak', base, Math.max(1, Math.round(out.refresh.rps / 2)), {
+    const refreshHalf = await loadAt('refresh at half peak', base, '/auth/refresh', Math.max(1, Math.round(out.refresh.rps / 2)), {
       next: () => {
         const authorization = rotation.authorization()
         return authorization === undefined ? undefined : { method: 'POST', path: '/auth/refresh', headers: { authorization } }
       },
       onAnswer: rotation.onAnswer
     })
-    out.meHalf = await loadAt('me at half peak', base, Math.max(1, Math.round(out.me.rps / 2)), {
+    const meHalf = await loadAt('me at half peak', base, '/auth/me', Math.max(1, Math.round(out.me.rps / 2)), {
       next: () => ({ method: 'GET', path: '/auth/me', headers: { authorization: `Bearer ${access}` } })
+    })
+    Object.assign(out, {
+      refreshHalf,
+      refreshHalfServiceWithin10ms: refreshHalf.serviceWithin10ms,
+      refreshHalfGeneratorLagP99: refreshHalf.generatorLagP99,
+      meHalf,
+      meHalfServiceWithin10ms: meHalf.serviceWithin10ms,
+      meHalfGeneratorLagP99: meHalf.generatorLagP99
     })
     // 4× the argon2 ceiling, open loop: the 200s must stay within 2 s, the excess gets 503 at once.
     const overloadRate = Math.round(4 * (out.argon2Verify))
@@ -282,8 +307,8 @@ if (flags.scale) {
   const rows = ['bareGet', 'barePost', 'signUp', 'signIn', 'refresh', 'me', 'refreshHalf', 'meHalf'].map((key) => ({
     scenario: (runs[0][key] as Result).name,
     'req/s': Math.round(med(key)),
-    'p50 ms': med(key, 'p50'),
-    'p99 ms': med(key, 'p99'),
+    'p50 ms': Math.round(med(key, 'p50') * 10) / 10,
+    'p99 ms': Math.round(med(key, 'p99') * 10) / 10,
     errors: med(key, 'errors'),
     'non-2xx': med(key, 'non2xx'),
     'service RSS MB': Math.round(med(key, 'rssMb'))
@@ -295,7 +320,11 @@ if (flags.scale) {
     'me / bare GET (≥ 0.6)': med('me') / med('bareGet'),
     'refresh / bare POST (≥ 0.35)': med('refresh') / med('barePost'),
     'refresh p99 at half peak, ms (< 10)': med('refreshHalf', 'p99'),
+    'refresh at half peak: share the service answered within 10 ms': med('refreshHalfServiceWithin10ms'),
+    'refresh at half peak: p99 of the generator\'s own lag, ms': med('refreshHalfGeneratorLagP99'),
     'me p99 at half peak, ms (< 10)': med('meHalf', 'p99'),
+    'me at half peak: share the service answered within 10 ms': med('meHalfServiceWithin10ms'),
+    'me at half peak: p99 of the generator\'s own lag, ms': med('meHalfGeneratorLagP99'),
     'overload: offered sign-ins/s': med('overloadRate'),
     'overload: 200/s': med('overloadOkRps'),
     'overload: 503/s': med('overload503Rps'),
