@@ -178,7 +178,8 @@ async function probe (base: string, email: string): Promise<{ signIn: number, re
 /** Tokens for the refresh scenarios: every answer's refresh token goes back for a later request. */
 async function refreshTokens (base: string, email: string) {
   const tokens: string[] = []
-  for (let i = 0; i < CONNECTIONS * 2; i++) tokens.push((await post(base, '/auth/sign-in', { email, password: PASSWORD })).refresh_token)
+  // More tokens than connections: the open-loop scenario keeps sending while answers are slow.
+  for (let i = 0; i < CONNECTIONS * 4; i++) tokens.push((await post(base, '/auth/sign-in', { email, password: PASSWORD })).refresh_token)
   return {
     authorization: () => { const t = tokens.shift(); return t === undefined ? undefined : `Bearer ${t}` },
     onAnswer: (status: number, body: string) => { if (status === 200) tokens.push(JSON.parse(body).refresh_token) }
@@ -243,9 +244,9 @@ async function runOnce (): Promise<Record<string, Result | number>> {
     const overload = await paced(base, {
       rate: overloadRate,
       seconds: DURATION,
-      // Enough connections for every request offered while answers take up to 2 s: with fewer,
-      // requests would queue in the load generator instead of reaching the service.
-      connections: Math.max(CONNECTIONS, 2 * overloadRate),
+      // Enough connections for a second of requests in flight (the queue holds at most about a
+      // second of hashing): with fewer, requests would wait in the generator, not the service.
+      connections: Math.max(CONNECTIONS, overloadRate),
       next: () => ({ method: 'POST', path: '/auth/sign-in', headers: json(), body })
     })
     out.overloadRate = overloadRate
