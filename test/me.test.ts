@@ -77,6 +77,16 @@ t.test('me with an expired access token → 401 TOKEN_EXPIRED', async (t) => {
   t.match(outcome(await me(`Bearer ${resigned(token, { iat: now() - 1000, exp: now() - 100 })}`)), unauthorized('TOKEN_EXPIRED'))
 })
 
+t.test('an access token accepted (and remembered) while valid → 401 TOKEN_EXPIRED once it expires', async (t) => {
+  const session = await newSession(app)
+  const exp = now() + 2
+  const token = resigned(session.access_token, { exp })
+  t.equal((await me(`Bearer ${token}`)).statusCode, 200, 'valid')
+  t.equal((await me(`Bearer ${token}`)).statusCode, 200, 'valid again (from the cache of verified tokens)')
+  await new Promise((resolve) => setTimeout(resolve, exp * 1000 - Date.now() + 50))
+  t.match(outcome(await me(`Bearer ${token}`)), unauthorized('TOKEN_EXPIRED'))
+})
+
 t.test('me with a tampered access token → 401 TOKEN_INVALID', async (t) => {
   const { access_token: token } = await newSession(app)
   const other = await newSession(app)

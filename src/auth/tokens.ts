@@ -2,6 +2,7 @@ import { createHash, randomBytes, randomUUID, type KeyObject } from 'node:crypto
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createDecoder, createSigner, createVerifier } from 'fast-jwt'
+import { LruMap } from 'toad-cache'
 import type { FastifyBaseLogger } from 'fastify'
 import { signingKeys, type Config, type KeyAlgorithm } from '../config.js'
 import { tokenError } from '../errors.js'
@@ -126,16 +127,14 @@ export function createTokens (config: Config, log: FastifyBaseLogger) {
     jwks.push(jwk)
     keys.push({ kid: jwk.kid, alg, pem: key.export({ type: 'spki', format: 'pem' }) as string })
   }
-  // One verifier per key, made once (a Map: no kid reaches a prototype). Verified access tokens
-  // are remembered until they expire: a client repeating its access token costs a lookup, not
-  // an HMAC or signature check (measured: bench/README.md). Refresh tokens are used once each
-  // with rotation, so remembering them would only cost memory.
-  function verifiers (cache: number | false) {
-    const hs256 = secret === undefined ? undefined : createVerifier({ key: secret, algorithms: ['HS256'], cache, ...checks })
-    const byKid = new Map(keys.map(({ kid, alg, pem }) => [kid, createVerifier({ key: pem, algorithms: [alg], cache, ...checks })]))
-    return { hs256, byKid }
-  }
-  const verifiersByType = { access: verifiers(10_000), refresh: verifiers(false) }
+  // One verifier per key, made once (a Map: no kid reaches a prototype).
+  const hs256 = secret === undefined ? undefined : createVerifier({ key: secret, algorithms: ['HS256'], ...checks })
+  const byKid = new Map(keys.map(({ kid, alg, pem }) => [kid, createVerifier({ key: pem, algorithms: [alg], ...checks })]))
+  // Verified access tokens are remembered, by the whole token, until they expire: a client
+  // repeating its access token costs a lookup, not an HMAC or signature check. Not fast-jwt's
+  // own cache: it hashes every token with SHA-256 to make its key, 10 % of the CPU of a `me`
+  // request (bench/README.md). Refresh tokens are used once each with rotation: not remembered.
+  const verifiedAccess = new LruMap<Claims>(10_000)
   const decode = createDecoder({ complete: true })
 
   const signer = privateKey === undefined
@@ -150,8 +149,7 @@ export function createTokens (config: Config, log: FastifyBaseLogger) {
   }
 
   /** The verifier for a token: the configured key named by its kid, or the secret; never a key the token brings. */
-  function verifierFor (token: string, type: TokenType): ((token: string) => Claims) | undefined {
-    const { hs256, byKid } = verifiersByType[type]
+  function verifierFor (token: string): ((token: string) => Claims) | undefined {
     if (byKid.size === 0) return hs256 // a shared secret only: nothing in the header matters
     const { kid } = decode(token).header
     if (kid === undefined) return hs256
@@ -173,9 +171,14 @@ export function createTokens (config: Config, log: FastifyBaseLogger) {
 
     /** Verifies signature, issuer, audience, expiry and type; throws the contract's 401s. */
     verify (token: string, type: TokenType): Claims {
+      if (type === 'access') {
+        const known = verifiedAccess.get(token)
+        // An expired one goes on to the verifier, which says so.
+        if (known !== undefined && known.exp * 1000 > Date.now()) return known
+      }
       let claims: Claims
       try {
-        const verify = verifierFor(token, type)
+        const verify = verifierFor(token)
         if (verify === undefined) throw new Error('no configured key for this token')
         claims = verify(token)
       } catch (err) {
@@ -187,6 +190,7 @@ export function createTokens (config: Config, log: FastifyBaseLogger) {
         !UUID.test(claims.sid) || typeof claims.jti !== 'string') {
         throw tokenError('TOKEN_INVALID', 'Token is invalid')
       }
+      if (type === 'access') verifiedAccess.set(token, claims)
       return claims
     }
   }
