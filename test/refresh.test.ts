@@ -131,39 +131,43 @@ t.test('one batch with a token twice and other sessions: one of the pair wins, t
 })
 
 t.test('a batch rolled back by a deadlock is run again', { skip: EMBEDDED && 'needs a second connection (PostgreSQL server)' }, async (t) => {
-  // Two sessions, A inserted first; the batch locks them in that order. Another transaction
-  // holds B and then asks for A: a deadlock, which PostgreSQL breaks by rolling the batch back.
-  const a = await newSession(app)
-  const b = await newSession(app)
+  // On a database of its own, two sessions: A inserted first, so the batch locks A, then B.
+  // Another transaction holds B, then asks for A: a deadlock. The batch waits first, so its
+  // check (after deadlock_timeout, 1 s) finds it and PostgreSQL rolls the batch back; the other
+  // transaction checks only after 5 s.
+  const url = await createDatabase(t)
+  const own = await build(t, url)
+  const a = await newSession(own)
+  const b = await newSession(own)
   const [sidA, sidB] = [a, b].map((s) => claimsOf(s.refresh_token).sid as string)
   const rotation = (s: typeof a, sid: string) => {
     const jti = claimsOf(s.refresh_token).jti as string
     return { sid, sub: s.user.id, oldHash: sha256(jti), newHash: sha256(jti + '+1') }
   }
-  const deadlocks = async () => Number((await app.pg.query('SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()')).rows[0].deadlocks)
-  const before = await deadlocks()
-  const other = new pg.Client({ connectionString: databaseUrl })
+  const other = new pg.Client({ connectionString: url })
   await other.connect()
   t.teardown(async () => await other.end())
+  await other.query("SET deadlock_timeout = '5s'")
   await other.query('BEGIN')
   await other.query('UPDATE sessions SET last_used_at = now() WHERE id = $1', [sidB])
-  const batch = q.rotateRefreshTokens(app.pg.pool, [rotation(a, sidA), rotation(b, sidB)], 3600)
+  const batch = q.rotateRefreshTokens(own.pg.pool, [rotation(a, sidA), rotation(b, sidB)], 3600)
   // Wait until the batch waits for B's lock, then ask for A's.
   for (let i = 0; i < 100; i++) {
-    const { rows } = await app.pg.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")
+    const { rows } = await own.pg.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")
     if (rows[0].n > 0) break
     await new Promise((resolve) => setTimeout(resolve, 20))
   }
   await other.query('UPDATE sessions SET last_used_at = now() WHERE id = $1', [sidA])
   await other.query('COMMIT')
   t.same(await batch, [true, true], 'both rotations took place')
-  // pg_stat_database is updated when the backend reports its statistics: wait for it.
-  let after = await deadlocks()
-  for (let i = 0; i < 50 && after === before; i++) {
+  // A backend reports its statistics when idle, within about 10 s.
+  const deadlocks = async () => Number((await own.pg.query('SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()')).rows[0].deadlocks)
+  let seen = await deadlocks()
+  for (let i = 0; i < 150 && seen === 0; i++) {
     await new Promise((resolve) => setTimeout(resolve, 100))
-    after = await deadlocks()
+    seen = await deadlocks()
   }
-  t.equal(after, before + 1, 'PostgreSQL saw one deadlock')
+  t.equal(seen, 1, 'PostgreSQL saw one deadlock')
 })
 
 t.test('REFRESH_REUSE_GRACE=30: a retired token within the grace gets the same successor; the session goes on', async (t) => {
