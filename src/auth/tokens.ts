@@ -117,19 +117,17 @@ export function createTokens (config: Config, log: FastifyBaseLogger) {
   }
   const { privateKey, publicKeys } = signingKeys(config)
   const secret = privateKey === undefined ? signingSecret(config, log) : config.JWT_SECRET_KEY
+  const hs256 = secret === undefined ? undefined : createVerifier({ key: secret, algorithms: ['HS256'], ...checks })
 
-  // The configured public keys, by kid (the same key given twice counts once).
+  // One verifier per configured public key, made once, by kid (a Map: no kid reaches a prototype).
   const jwks: Jwk[] = []
-  const keys: Array<{ kid: string, alg: KeyAlgorithm, pem: string }> = []
+  const byKid = new Map<string, (token: string) => Claims>()
   for (const { alg, key } of publicKeys) {
     const jwk = publicJwk(key, alg)
-    if (keys.some((k) => k.kid === jwk.kid)) continue
+    if (byKid.has(jwk.kid)) continue // the same key given twice
     jwks.push(jwk)
-    keys.push({ kid: jwk.kid, alg, pem: key.export({ type: 'spki', format: 'pem' }) as string })
+    byKid.set(jwk.kid, createVerifier({ key: key.export({ type: 'spki', format: 'pem' }) as string, algorithms: [alg], ...checks }))
   }
-  // One verifier per key, made once (a Map: no kid reaches a prototype).
-  const hs256 = secret === undefined ? undefined : createVerifier({ key: secret, algorithms: ['HS256'], ...checks })
-  const byKid = new Map(keys.map(({ kid, alg, pem }) => [kid, createVerifier({ key: pem, algorithms: [alg], ...checks })]))
   // Verified access tokens are remembered, by the whole token, until they expire: a client
   // repeating its access token costs a lookup, not an HMAC or signature check. Not fast-jwt's
   // own cache: it hashes every token with SHA-256 to make its key, 10 % of the CPU of a `me`
@@ -142,7 +140,7 @@ export function createTokens (config: Config, log: FastifyBaseLogger) {
     : createSigner({ key: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, algorithm: jwks[0].alg, kid: jwks[0].kid })
   if (privateKey !== undefined) {
     const { alg, kid } = jwks[0]
-    log.info({ alg, kid, verificationKids: keys.map((k) => k.kid) }, 'signing tokens with JWT_PRIVATE_KEY')
+    log.info({ alg, kid, verificationKids: [...byKid.keys()] }, 'signing tokens with JWT_PRIVATE_KEY')
     if (secret !== undefined) {
       log.warn('JWT_SECRET_KEY is set too: tokens without kid (signed with it) are still accepted; remove it once JWT_REFRESH_TTL has passed since the switch to JWT_PRIVATE_KEY')
     }
