@@ -11,7 +11,6 @@ import { Pool } from 'undici'
 export interface PacedRequest { method: 'GET' | 'POST', path: string, headers?: Record<string, string>, body?: string }
 
 export interface PacedResult {
-  offered: number
   /** answers per second, by status */
   statusRps: Record<number, number>
   /** latency percentiles of the 2xx answers, ms */
@@ -78,7 +77,6 @@ export async function paced (origin: string, o: {
   const byStatus = Object.entries(latencies).map(([s, ms]) => [Number(s), ms.sort((a, b) => a - b)] as const)
   const ok = byStatus.filter(([s]) => s >= 200 && s < 300).flatMap(([, ms]) => ms).sort((a, b) => a - b)
   return {
-    offered: o.rate,
     statusRps: Object.fromEntries(byStatus.map(([s, ms]) => [s, ms.length / o.seconds])),
     p50: percentile(ok, 0.5),
     p99: percentile(ok, 0.99),
