@@ -119,6 +119,29 @@ t.test('40 concurrent refreshes of 40 sessions: all rotate, sharing a few statem
   t.ok(commits <= 5, `40 rotations in ${commits} statements`)
 })
 
+t.test('a rotation updates the session row in place (a HOT update: no new index entries)', async (t) => {
+  const sessions = await Promise.all(Array.from({ length: 5 }, async () => await newSession(app)))
+  const rotations = sessions.map((s) => {
+    const { sid, sub, jti } = claimsOf(s.refresh_token) as { sid: string, sub: string, jti: string }
+    return { sid, sub, oldHash: sha256(jti), newHash: sha256('next:' + jti) }
+  })
+  // pg_stat_xact_user_tables: this connection's counts not yet reported (nothing is reported
+  // inside a transaction), so the difference is the rotation statement's.
+  const client = await app.pg.pool.connect()
+  const counts = async () => (await client.query<{ upd: number, hot: number }>(
+    "SELECT n_tup_upd::int AS upd, n_tup_hot_upd::int AS hot FROM pg_stat_xact_user_tables WHERE relname = 'sessions'")).rows[0]
+  try {
+    await client.query('BEGIN')
+    const before = await counts()
+    t.same(await q.rotateRefreshTokens(client, rotations, 3600), rotations.map(() => true))
+    const after = await counts()
+    t.same({ updated: after.upd - before.upd, hot: after.hot - before.hot }, { updated: 5, hot: 5 }, 'all 5 updates were HOT')
+  } finally {
+    await client.query('ROLLBACK')
+    client.release()
+  }
+})
+
 t.test('one batch with a token twice and other sessions: one of the pair wins, the reuse ends that session only', async (t) => {
   const pair = await newSession(app)
   const others = await Promise.all(Array.from({ length: 6 }, async () => await newSession(app)))
