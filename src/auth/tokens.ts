@@ -1,4 +1,4 @@
-import { createHash, randomBytes, randomUUID, type KeyObject } from 'node:crypto'
+import { createHash, hash, randomBytes, randomUUID, type KeyObject } from 'node:crypto'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createDecoder, createSigner, createVerifier } from 'fast-jwt'
@@ -80,11 +80,10 @@ export const newTokenId = (): string => randomBytes(16).toString('base64url')
  * retry inside REFRESH_REUSE_GRACE can be handed the same successor. Knowing it is no help to
  * an attacker: a token is only accepted with a valid signature.
  */
-export const nextTokenId = (jti: string): string =>
-  createHash('sha256').update('rotate:' + jti).digest('base64url').slice(0, 22)
+export const nextTokenId = (jti: string): string => hash('sha256', 'rotate:' + jti, 'base64url').slice(0, 22)
 
 /** What the database keeps of a refresh token: the SHA-256 of its id, never the token. */
-export const tokenHash = (jti: string): Buffer => createHash('sha256').update(jti).digest()
+export const tokenHash = (jti: string): Buffer => hash('sha256', jti, 'buffer')
 
 /**
  * The token of an `Authorization: Bearer <token>` header. The scheme is case-insensitive and
