@@ -178,8 +178,9 @@ async function probe (base: string, email: string): Promise<{ signIn: number, re
 /** Tokens for the refresh scenarios: every answer's refresh token goes back for a later request. */
 async function refreshTokens (base: string, email: string) {
   const tokens: string[] = []
-  // More tokens than connections: the open-loop scenario keeps sending while answers are slow.
-  for (let i = 0; i < CONNECTIONS * 4; i++) tokens.push((await post(base, '/auth/sign-in', { email, password: PASSWORD })).refresh_token)
+  // Far more tokens than connections: the open-loop scenario keeps sending while answers are
+  // slow, and a request finding no token is counted as an error.
+  for (let i = 0; i < CONNECTIONS * 16; i++) tokens.push((await post(base, '/auth/sign-in', { email, password: PASSWORD })).refresh_token)
   return {
     authorization: () => { const t = tokens.shift(); return t === undefined ? undefined : `Bearer ${t}` },
     onAnswer: (status: number, body: string) => { if (status === 200) tokens.push(JSON.parse(body).refresh_token) }
