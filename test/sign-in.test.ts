@@ -114,8 +114,9 @@ t.test('a burst right after start: 8 concurrent sign-ins are all served, none re
 })
 
 t.test('more sign-ins than hashing can serve within a second → the excess gets 503 with Retry-After at once', async (t) => {
-  // Slow hashing (t=20) so that 40 simultaneous sign-ins queue up far more than a second of work.
-  const slow = await build(t, await createDatabase(t), { ARGON2_ITERATIONS: '20' })
+  // Slow hashing (t=20, 64 MiB) so that 40 simultaneous sign-ins queue up far more than a second
+  // of work on a fast machine too (t=20 alone took 40 ms a hash on one: nothing was refused).
+  const slow = await build(t, await createDatabase(t), { ARGON2_ITERATIONS: '20', ARGON2_MEMORY_KIB: '65536' })
   const results = await Promise.all(Array.from({ length: 40 }, async () =>
     await slow.inject({ method: 'POST', url: '/auth/sign-in', payload: { email: uniqueEmail('crowd'), password: 'some password here' } })))
   const refused = results.filter((r) => r.statusCode === 503)
