@@ -7,12 +7,26 @@ import fastifySwaggerUi from '@fastify/swagger-ui'
 // would be its own package's version, not ours.
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
 
+// Operations that take their token from the Authorization header as well as from the body, so
+// the body may be left out (routes.ts, optionalBody). @fastify/swagger marks every body required.
+const OPTIONAL_BODY: Array<[path: string, method: string]> = [['/auth/refresh', 'post'], ['/auth/sign-out', 'post']]
+
 /**
  * GET /docs (interactive docs) and GET /docs/json (OpenAPI 3), generated from the route schemas.
  * Must be registered before the routes: @fastify/swagger collects them as they are added.
  */
 export async function registerDocs (app: FastifyInstance): Promise<void> {
   await app.register(fastifySwagger, {
+    transformObject: (document) => {
+      if (!('openapiObject' in document)) return document.swaggerObject // never: the document is OpenAPI 3
+      const { openapiObject } = document
+      const paths = openapiObject.paths as Record<string, Record<string, { requestBody?: { required?: boolean } }>> | undefined
+      for (const [path, method] of OPTIONAL_BODY) {
+        const body = paths?.[path]?.[method]?.requestBody
+        if (body !== undefined) body.required = false
+      }
+      return openapiObject
+    },
     // Shared schemas (ErrorBody) become components named by their $id, not def-0, def-1...
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => typeof json.$id === 'string' ? json.$id : `def-${i}` },
     openapi: {

@@ -91,7 +91,11 @@ async function observe (app: FastifyInstance, { metrics, queueDepth }: { metrics
         this.set({ state: 'waiting' }, pool.waitingCount)
       }
     })
-    const schema = { tags: ['service'], summary: 'Prometheus metrics (text format)' }
+    const schema = {
+      tags: ['service'],
+      summary: 'Prometheus metrics (text format)',
+      response: { 200: { description: 'Prometheus text exposition format', content: { 'text/plain': { schema: { type: 'string' } } } } }
+    }
     app.get('/metrics', { schema }, async (_request, reply) => {
       return await reply.type(metrics.registry.contentType).send(await metrics.registry.metrics())
     })

@@ -1,7 +1,7 @@
 import t from 'tap'
 import SwaggerParser from '@apidevtools/swagger-parser'
 import type { FastifyInstance } from 'fastify'
-import { build, createDatabase } from './helper.js'
+import { build, createDatabase, signUp } from './helper.js'
 
 const databaseUrl = await createDatabase(t)
 const app = await build(t, databaseUrl)
@@ -104,6 +104,28 @@ t.test('request bodies carry examples', async (t) => {
     const { properties } = op.requestBody.content['application/json'].schema
     for (const [name, field] of Object.entries(properties)) t.ok(field.example !== undefined, `${path} ${name}`)
   }
+})
+
+t.test('bodies are required except where the token may come in the header instead', async (t) => {
+  const doc = await getDocument()
+  const required = (path: string) => (doc.paths[path].post as unknown as { requestBody: { required: boolean } }).requestBody.required
+  for (const path of ['/auth/sign-up', '/auth/sign-in', '/auth/password']) t.equal(required(path), true, path)
+  for (const path of ['/auth/refresh', '/auth/sign-out']) t.equal(required(path), false, path)
+  // The body is optional in fact, not only on paper.
+  const { refresh_token: token } = (await app.inject({ method: 'POST', url: '/auth/sign-in', payload: await signUp(app) })).json()
+  for (const url of ['/auth/refresh', '/auth/sign-out']) {
+    const res = await app.inject({ method: 'POST', url, headers: { authorization: `Bearer ${url === '/auth/refresh' ? token : (await app.inject({ method: 'POST', url: '/auth/sign-in', payload: await signUp(app) })).json().refresh_token}` } })
+    t.ok(res.statusCode === 200 || res.statusCode === 204, `${url} without a body → ${res.statusCode}`)
+  }
+})
+
+t.test('GET /metrics is documented as Prometheus text', async (t) => {
+  const doc = await getDocument()
+  t.same(Object.keys(doc.paths['/metrics'].get.responses['200'].content ?? {}), ['text/plain'])
+  const res = await app.inject({ method: 'GET', url: '/metrics' })
+  t.equal(res.statusCode, 200)
+  t.match(res.headers['content-type'], /^text\/plain/)
+  t.match(res.body, /^# HELP /m)
 })
 
 t.test('GET /docs → 200 HTML (the interactive docs), with an X-Request-Id', async (t) => {
