@@ -113,10 +113,10 @@ t.test('bodies are required except where the token may come in the header instea
   for (const path of ['/auth/refresh', '/auth/sign-out']) t.equal(required(path), false, path)
   // The body is optional in fact, not only on paper.
   const { refresh_token: token } = (await app.inject({ method: 'POST', url: '/auth/sign-in', payload: await signUp(app) })).json()
-  for (const url of ['/auth/refresh', '/auth/sign-out']) {
-    const res = await app.inject({ method: 'POST', url, headers: { authorization: `Bearer ${url === '/auth/refresh' ? token : (await app.inject({ method: 'POST', url: '/auth/sign-in', payload: await signUp(app) })).json().refresh_token}` } })
-    t.ok(res.statusCode === 200 || res.statusCode === 204, `${url} without a body → ${res.statusCode}`)
-  }
+  const refreshed = await app.inject({ method: 'POST', url: '/auth/refresh', headers: { authorization: `Bearer ${token}` } })
+  t.equal(refreshed.statusCode, 200, 'refresh without a body')
+  const signedOut = await app.inject({ method: 'POST', url: '/auth/sign-out', headers: { authorization: `Bearer ${refreshed.json().refresh_token}` } })
+  t.equal(signedOut.statusCode, 204, 'sign-out without a body')
 })
 
 t.test('GET /metrics is documented as Prometheus text', async (t) => {
