@@ -99,6 +99,31 @@ t.test('requests Node itself would refuse get the contract shape too (over a rea
   t.same(JSON.parse(noHost.body), { status: 'ok' })
 })
 
+t.test('a request that does not arrive in time → 408 in the contract shape, connection closed', async (t) => {
+  const slow = await build(t, await createDatabase(t))
+  // Node's own limits (requestTimeout is 300 s, checked every 30 s), shortened here: set before
+  // listen, which is when Node reads the checking interval.
+  Object.assign(slow.server, { requestTimeout: 300, headersTimeout: 300, connectionsCheckingInterval: 50 })
+  await slow.listen({ host: '127.0.0.1', port: 0 })
+  const { port } = slow.server.address() as net.AddressInfo
+  const started = Date.now()
+  const data = await new Promise<string>((resolve, reject) => {
+    // Headers begun and never finished.
+    const socket = net.connect(port, '127.0.0.1', () => socket.write('GET /health HTTP/1.1\r\nHost: x\r\n'))
+    let received = ''
+    socket.on('data', (d) => { received += String(d) })
+    socket.on('error', reject)
+    socket.on('close', () => resolve(received))
+  })
+  const [head, body] = data.split('\r\n\r\n')
+  t.match(head, /^HTTP\/1\.1 408 /)
+  t.match(head, /\r\ncontent-type: application\/json; charset=utf-8/i)
+  t.match(head, /\r\nconnection: close/i)
+  t.same(Object.keys(JSON.parse(body)).sort(), ERROR_KEYS)
+  t.equal(JSON.parse(body).code, 'VALIDATION_FAILED')
+  t.ok(Date.now() - started < 5000, 'answered once the limit passed, not at Node\'s default')
+})
+
 t.test('every JSON answer is application/json; charset=utf-8, with a request id', async (t) => {
   for (const res of [
     await app.inject({ method: 'GET', url: '/health' }),
