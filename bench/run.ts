@@ -5,6 +5,7 @@
 // Ceilings in the same run: a bare Fastify route (bench/bare.ts, same logging) and raw argon2id.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { createServer, type AddressInfo } from 'node:net'
 import { availableParallelism } from 'node:os'
 import { parseArgs } from 'node:util'
 import { randomUUID } from 'node:crypto'
@@ -45,6 +46,10 @@ interface Result {
   serviceWithin10ms?: number
   /** open loop only: p99 of how late the generator handed requests over, ms */
   generatorLagP99?: number
+  /** open loop only: the longest an idle process on the machine waited for a CPU, ms (bench/stall.ts) */
+  machineStallMax?: number
+  /** open loop only: how many times that idle process waited more than 5 ms */
+  machineStallsOver5ms?: number
 }
 
 const sleep = async (ms: number) => await new Promise((resolve) => setTimeout(resolve, ms))
@@ -64,25 +69,46 @@ async function freshDatabase (): Promise<{ url: string, drop: () => Promise<void
   return { url: url.toString(), drop: async () => { await withAdmin(async (c) => await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)) } }
 }
 
-/** A process listening on 127.0.0.1; resolves to its base URL. */
-async function start (args: string[], env: Record<string, string>): Promise<{ base: string, child: ChildProcess, peakRssMb: () => number }> {
+/** A free port on 127.0.0.1 (the kernel's choice, released for the process about to use it). */
+async function freePort (): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
+
+/**
+ * A process listening on 127.0.0.1; resolves to its base URL once `probe` answers 200. Its log
+ * lines (stdout) go to a process of their own, as to a log collector: read by the load
+ * generator's event loop, they took CPU and time from the measurement (bench/README.md). That
+ * process (`tail -c`) keeps the last lines, printed if the start fails.
+ */
+async function start (args: string[], env: Record<string, string>, probe: string): Promise<{ base: string, child: ChildProcess, peakRssMb: () => number }> {
+  const port = await freePort()
+  const logs = spawn('tail', ['-c', '4096'], { stdio: ['pipe', 'pipe', 'inherit'] })
   const child = spawn(process.execPath, args, {
-    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: '0', ...env },
-    stdio: ['ignore', 'pipe', 'inherit']
+    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: String(port), ...env },
+    stdio: ['ignore', logs.stdin ?? 'ignore', 'inherit']
   })
-  let out = ''
-  child.stdout?.on('data', (d) => { out = (out + String(d)).slice(-4096) })
-  for (let i = 0; i < 300; i++) {
-    const m = /listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(out)
-    if (m !== null) {
-      // VmHWM: the process's peak resident set size so far.
-      const peakRssMb = () => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024
-      return { base: m[1], child, peakRssMb }
-    }
+  logs.stdin?.destroy() // the child holds the pipe now: tail ends when the child does
+  child.once('exit', () => { logs.kill() })
+  const base = `http://127.0.0.1:${port}`
+  for (let i = 0; i < 300 && child.exitCode === null; i++) {
+    try {
+      if ((await fetch(base + probe)).status === 200) {
+        // VmHWM: the process's peak resident set size so far.
+        const peakRssMb = () => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024
+        return { base, child, peakRssMb }
+      }
+    } catch {}
     await sleep(100)
   }
   child.kill('SIGKILL')
-  throw new Error(`${args.join(' ')} did not start: ${out}`)
+  let tail = ''
+  logs.stdout?.on('data', (d) => { tail += String(d) })
+  await new Promise((resolve) => logs.once('close', resolve))
+  throw new Error(`${args.join(' ')} did not start: ${tail}`)
 }
 
 async function stop (child: ChildProcess): Promise<void> {
@@ -134,6 +160,9 @@ async function served (base: string, route: string): Promise<{ count: number, wi
  */
 async function loadAt (name: string, base: string, route: string, rate: number, opts: Pick<Parameters<typeof paced>[1], 'next' | 'onAnswer'>): Promise<Result> {
   const before = await served(base, route)
+  const stall = spawn(process.execPath, ['--import', 'tsx', 'bench/stall.ts'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let stallOut = ''
+  await new Promise((resolve) => stall.stdout?.on('data', (d) => { stallOut += String(d); resolve(undefined) })) // 'ready'
   let lag = 0
   const result = await sampled(async () => {
     const r = await paced(base, { rate, seconds: DURATION, connections: CONNECTIONS, ...opts })
@@ -141,8 +170,17 @@ async function loadAt (name: string, base: string, route: string, rate: number, 
     const answered = Object.values(r.statusRps).reduce((a, b) => a + b, 0)
     return { name, rps: answered, p50: r.p50, p99: r.p99, errors: r.errors, non2xx: Math.round((answered - r.ok.length / DURATION) * DURATION) }
   })
+  stall.kill('SIGTERM')
+  await new Promise((resolve) => stall.once('close', resolve))
+  const stalls = JSON.parse(stallOut.trim().split('\n').at(-1) ?? '') as { max: number, over5: number }
   const after = await served(base, route)
-  return { ...result, serviceWithin10ms: (after.within10ms - before.within10ms) / Math.max(1, after.count - before.count), generatorLagP99: lag }
+  return {
+    ...result,
+    serviceWithin10ms: (after.within10ms - before.within10ms) / Math.max(1, after.count - before.count),
+    generatorLagP99: lag,
+    machineStallMax: stalls.max,
+    machineStallsOver5ms: stalls.over5
+  }
 }
 
 // A new object each time: autocannon adds content-length to the headers object it is given.
@@ -203,8 +241,8 @@ async function runOnce (): Promise<Record<string, Result | number>> {
   const db = await freshDatabase()
   const env = { DATABASE_URL: db.url, JWT_SECRET_KEY: 'bench-secret-0123456789-0123456789-0123', RATE_LIMIT_ENABLED: 'false', PRUNE_INTERVAL_SECONDS: '0', LOG_LEVEL: process.env.LOG_LEVEL ?? 'info', ...passedOn }
   const workers = Number(flags.cluster)
-  const service = await start(workers > 1 ? ['--import', 'tsx', 'bench/cluster.ts'] : ['dist/server.js'], { ...env, BENCH_WORKERS: String(workers) })
-  const bare = await start(['--import', 'tsx', 'bench/bare.ts'], { LOG_LEVEL: env.LOG_LEVEL })
+  const service = await start(workers > 1 ? ['--import', 'tsx', 'bench/cluster.ts'] : ['dist/server.js'], { ...env, BENCH_WORKERS: String(workers) }, '/health')
+  const bare = await start(['--import', 'tsx', 'bench/bare.ts'], { LOG_LEVEL: env.LOG_LEVEL }, '/bare')
   try {
     const { base } = service
     const email = `bench-${randomUUID()}@example.com`
@@ -330,9 +368,13 @@ if (flags.scale) {
     'refresh p99 at half peak, ms (< 10)': med('refreshHalf', 'p99'),
     'refresh at half peak: share the service answered within 10 ms': med('refreshHalf', 'serviceWithin10ms'),
     'refresh at half peak: p99 of the generator\'s own lag, ms': med('refreshHalf', 'generatorLagP99'),
+    'refresh at half peak: an idle process\'s longest wait for a CPU, ms': med('refreshHalf', 'machineStallMax'),
+    'refresh at half peak: its waits over 5 ms': med('refreshHalf', 'machineStallsOver5ms'),
     'me p99 at half peak, ms (< 10)': med('meHalf', 'p99'),
     'me at half peak: share the service answered within 10 ms': med('meHalf', 'serviceWithin10ms'),
     'me at half peak: p99 of the generator\'s own lag, ms': med('meHalf', 'generatorLagP99'),
+    'me at half peak: an idle process\'s longest wait for a CPU, ms': med('meHalf', 'machineStallMax'),
+    'me at half peak: its waits over 5 ms': med('meHalf', 'machineStallsOver5ms'),
     'overload: offered sign-ins/s': med('overloadRate'),
     'overload: 200/s': med('overloadOkRps'),
     'overload: 503/s': med('overload503Rps'),
