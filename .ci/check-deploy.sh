@@ -183,7 +183,10 @@ fi
 for f in package.json package-lock.json tsconfig.json tsconfig.build.json src migrations; do
   [ -e "$f" ] || fail "Dockerfile copies $f, which does not exist"
 done
-if grep -q '^CMD \["node", "dist/server.js"\]' Dockerfile; then pass "runs node dist/server.js directly"; else fail "CMD is not node dist/server.js"; fi
+# The same command as `npm start` (node flags included), run directly.
+start=$(node -p 'require("./package.json").scripts.start')
+cmd=$(node -p 'JSON.stringify(require("./package.json").scripts.start.split(" "))' | sed 's/,/, /g')
+if grep -qxF "CMD $cmd" Dockerfile; then pass "runs $start directly"; else fail "CMD is not $cmd (npm start)"; fi
 
 echo
 if [ "$failures" -eq 0 ]; then echo "check-deploy: all checks passed"; else echo "check-deploy: $failures check(s) failed"; exit 1; fi

@@ -31,6 +31,9 @@ const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0
 // Service settings given to the bench are passed on (DB_POOL_MAX=32 npm run bench), to measure levers.
 const PASS_ON = ['DB_POOL_MAX', 'UV_THREADPOOL_SIZE', 'MALLOC_ARENA_MAX', 'METRICS_ENABLED', 'NODE_OPTIONS']
 const passedOn = Object.fromEntries(PASS_ON.flatMap((k) => process.env[k] !== undefined ? [[k, process.env[k] as string]] : []))
+// The service runs as `npm start` runs it, node flags included; the bare server gets the same flags.
+const START = (JSON.parse(readFileSync('package.json', 'utf8')) as { scripts: { start: string } }).scripts.start.split(' ').slice(1)
+const NODE_FLAGS = START.slice(0, -1)
 const PASSWORD = 'correct horse battery staple'
 const ARGON2 = { algorithm: 2, memoryCost: 19456, timeCost: 2, parallelism: 1 } as const
 
@@ -241,8 +244,8 @@ async function runOnce (): Promise<Record<string, Result | number>> {
   const db = await freshDatabase()
   const env = { DATABASE_URL: db.url, JWT_SECRET_KEY: 'bench-secret-0123456789-0123456789-0123', RATE_LIMIT_ENABLED: 'false', PRUNE_INTERVAL_SECONDS: '0', LOG_LEVEL: process.env.LOG_LEVEL ?? 'info', ...passedOn }
   const workers = Number(flags.cluster)
-  const service = await start(workers > 1 ? ['--import', 'tsx', 'bench/cluster.ts'] : ['dist/server.js'], { ...env, BENCH_WORKERS: String(workers) }, '/health')
-  const bare = await start(['--import', 'tsx', 'bench/bare.ts'], { LOG_LEVEL: env.LOG_LEVEL }, '/bare')
+  const service = await start(workers > 1 ? [...NODE_FLAGS, '--import', 'tsx', 'bench/cluster.ts'] : START, { ...env, BENCH_WORKERS: String(workers) }, '/health')
+  const bare = await start([...NODE_FLAGS, '--import', 'tsx', 'bench/bare.ts'], { LOG_LEVEL: env.LOG_LEVEL }, '/bare')
   try {
     const { base } = service
     const email = `bench-${randomUUID()}@example.com`
