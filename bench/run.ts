@@ -164,17 +164,26 @@ async function served (base: string, route: string): Promise<{ count: number, wi
 async function loadAt (name: string, base: string, route: string, rate: number, opts: Pick<Parameters<typeof paced>[1], 'next' | 'onAnswer'>): Promise<Result> {
   const before = await served(base, route)
   const stall = spawn(process.execPath, ['--import', 'tsx', 'bench/stall.ts'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const closed = new Promise((resolve) => stall.once('close', resolve))
   let stallOut = ''
-  await new Promise((resolve) => stall.stdout?.on('data', (d) => { stallOut += String(d); resolve(undefined) })) // 'ready'
   let lag = 0
-  const result = await sampled(async () => {
-    const r = await paced(base, { rate, seconds: DURATION, connections: CONNECTIONS, ...opts })
-    lag = r.lagP99
-    const answered = Object.values(r.statusRps).reduce((a, b) => a + b, 0)
-    return { name, rps: answered, p50: r.p50, p99: r.p99, errors: r.errors, non2xx: Math.round((answered - r.ok.length / DURATION) * DURATION) }
-  })
-  stall.kill('SIGTERM')
-  await new Promise((resolve) => stall.once('close', resolve))
+  let result: Result
+  try {
+    // Its first line, 'ready'; an exit before it fails the scenario instead of waiting forever.
+    await new Promise((resolve, reject) => {
+      stall.stdout?.on('data', (d) => { stallOut += String(d); resolve(undefined) })
+      stall.once('close', () => { reject(new Error('bench/stall.ts exited before it was ready')) })
+    })
+    result = await sampled(async () => {
+      const r = await paced(base, { rate, seconds: DURATION, connections: CONNECTIONS, ...opts })
+      lag = r.lagP99
+      const answered = Object.values(r.statusRps).reduce((a, b) => a + b, 0)
+      return { name, rps: answered, p50: r.p50, p99: r.p99, errors: r.errors, non2xx: Math.round((answered - r.ok.length / DURATION) * DURATION) }
+    })
+  } finally {
+    stall.kill('SIGTERM') // also when the scenario failed: nothing started is left running
+    await closed
+  }
   const stalls = JSON.parse(stallOut.trim().split('\n').at(-1) ?? '') as { max: number, over5: number }
   const after = await served(base, route)
   return {
