@@ -27,6 +27,7 @@ const { values: flags } = parseArgs({
 const DURATION = Number(flags.duration)
 const CONNECTIONS = Number(flags.connections)
 const RUNS = Number(flags.runs)
+const SLICES = 5 // of a paired scenario and its ceiling (paired())
 const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
 // Service settings given to the bench are passed on (DB_POOL_MAX=32 npm run bench), to measure levers.
 const PASS_ON = ['DB_POOL_MAX', 'UV_THREADPOOL_SIZE', 'MALLOC_ARENA_MAX', 'METRICS_ENABLED', 'NODE_OPTIONS']
@@ -53,6 +54,8 @@ interface Result {
   machineStallMax?: number
   /** open loop only: how many times that idle process waited more than 5 ms */
   machineStallsOver5ms?: number
+  /** paired scenarios only: requests/s of each slice, in order */
+  slicesRps?: number[]
 }
 
 const sleep = async (ms: number) => await new Promise((resolve) => setTimeout(resolve, ms))
@@ -144,8 +147,37 @@ async function sampled (fn: () => Promise<Omit<Result, 'rssMb'>>): Promise<Resul
 async function load (name: string, opts: autocannon.Options): Promise<Result> {
   return await sampled(async () => {
     const r = await autocannon({ connections: CONNECTIONS, duration: DURATION, ...opts })
-    return { name, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.timeouts, non2xx: r.non2xx }
+    return { name, rps: r.requests.total / r.duration, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.timeouts, non2xx: r.non2xx }
   })
+}
+
+/**
+ * A scenario and the bare route that bounds it, closed loop, in alternating slices (ceiling,
+ * scenario, ceiling, …), DURATION in all for each. This machine's speed drifts by 10–20 % within
+ * a minute: measured one after the other, the ratio was as much the drift's as the service's.
+ * Requests/s the mean of the slices' (all of one length); p50 the median of theirs, p99 the worst.
+ */
+async function paired (ceiling: [string, autocannon.Options], scenario: [string, autocannon.Options]): Promise<[Result, Result]> {
+  const slices = Math.max(1, Math.min(SLICES, Math.floor(DURATION)))
+  // A second of each unmeasured first: a cold route's first second ran at half speed.
+  for (const [, opts] of [ceiling, scenario]) await autocannon({ connections: CONNECTIONS, ...opts, duration: 1 })
+  const parts: [Result[], Result[]] = [[], []]
+  for (let i = 0; i < slices; i++) {
+    for (const [k, [name, opts]] of [ceiling, scenario].entries()) {
+      parts[k].push(await load(name, { ...opts, duration: DURATION / slices }))
+    }
+  }
+  const whole = (rs: Result[]): Result => ({
+    name: rs[0].name,
+    rps: rs.reduce((a, r) => a + r.rps, 0) / rs.length,
+    p50: median(rs.map((r) => r.p50)),
+    p99: Math.max(...rs.map((r) => r.p99)),
+    errors: rs.reduce((a, r) => a + r.errors, 0),
+    non2xx: rs.reduce((a, r) => a + r.non2xx, 0),
+    rssMb: Math.max(...rs.map((r) => r.rssMb)),
+    slicesRps: rs.map((r) => Math.round(r.rps))
+  })
+  return [whole(parts[0]), whole(parts[1])]
 }
 
 /** Answers of `route` with status 200 so far, and how many of them the service took at most 10 ms over (its own histogram). */
@@ -241,8 +273,12 @@ async function probe (base: string, email: string): Promise<{ signIn: number, re
 async function refreshTokens (base: string, email: string) {
   const tokens: string[] = []
   // Far more tokens than connections: the open-loop scenario keeps sending while answers are
-  // slow, and a request finding no token is counted as an error.
-  for (let i = 0; i < CONNECTIONS * 16; i++) tokens.push((await post(base, '/auth/sign-in', { email, password: PASSWORD })).refresh_token)
+  // slow (a 0.4 s stall at 5,000/s holds 2,000), and a request finding no token is counted as an
+  // error. Each end of a closed-loop slice loses up to CONNECTIONS of them (rotated, answer unread).
+  let left = CONNECTIONS * 64
+  await Promise.all(Array.from({ length: 4 }, async () => {
+    while (left-- > 0) tokens.push((await post(base, '/auth/sign-in', { email, password: PASSWORD })).refresh_token)
+  }))
   return {
     authorization: () => { const t = tokens.shift(); return t === undefined ? undefined : `Bearer ${t}` },
     onAnswer: (status: number, body: string) => { if (status === 200) tokens.push(JSON.parse(body).refresh_token) }
@@ -263,9 +299,7 @@ async function runOnce (): Promise<Record<string, Result | number>> {
 
     if (flags.scale) return await scale(db.url, base, email)
     const out: Record<string, Result | number> = {}
-    out.bareGet = await load('bare GET', { url: bare.base + '/bare' })
-    out.barePost = await load('bare POST', { url: bare.base + '/bare', method: 'POST', headers: json(), body: '{"a":1}' })
-    servicePid = service.child.pid // from here on, each scenario records the service's largest RSS
+    servicePid = service.child.pid // each scenario records the service's largest RSS
     // Each argon2 ceiling right before the scenario it bounds: this machine's speed drifts
     // within minutes, and a ratio should compare like with like.
     out.argon2Hash = await argon2Ceiling('hash')
@@ -276,15 +310,15 @@ async function runOnce (): Promise<Record<string, Result | number>> {
     out.argon2Verify = await argon2Ceiling('verify')
     out.signIn = await load('sign-in', { url: base + '/auth/sign-in', method: 'POST', headers: json(), body: JSON.stringify({ email, password: PASSWORD }) })
     const rotation = await refreshTokens(base, email)
-    out.refresh = await load('refresh (rotation)', {
+    ;[out.barePost, out.refresh] = await paired(['bare POST', { url: bare.base + '/bare', method: 'POST', headers: json(), body: '{"a":1}' }], ['refresh (rotation)', {
       url: base + '/auth/refresh',
       requests: [{
         method: 'POST',
         setupRequest: (req) => ({ ...req, headers: { ...req.headers, authorization: rotation.authorization() ?? '' } }),
         onResponse: rotation.onAnswer
       }]
-    })
-    out.me = await load('me', { url: base + '/auth/me', headers: { authorization: `Bearer ${access}` } })
+    }])
+    ;[out.bareGet, out.me] = await paired(['bare GET', { url: bare.base + '/bare' }], ['me', { url: base + '/auth/me', headers: { authorization: `Bearer ${access}` } }])
     out.refreshHalf = await loadAt('refresh at half peak', base, '/auth/refresh', Math.max(1, Math.round(out.refresh.rps / 2)), {
       next: () => {
         const authorization = rotation.authorization()
