@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import t from 'tap'
 import { createSigner } from 'fast-jwt'
-import type { LightMyRequestResponse } from 'fastify'
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import pg from 'pg'
 import { bearer, build, claimsOf, createDatabase, EMBEDDED, newSession, refresh, SECRET } from './helper.js'
 import * as q from '../src/auth/queries.js'
@@ -28,6 +28,16 @@ const unauthorized = (code: string) => ({ status: 401, code, challenge: /^Bearer
 
 const sessionRow = async (sid: unknown) =>
   (await app.pg.query('SELECT * FROM sessions WHERE id = $1', [sid])).rows[0]
+
+/** Resolves once a statement of `db`'s database waits for a row lock (a few seconds at most). */
+async function lockWaited (db: FastifyInstance): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const { rows } = await db.pg.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")
+    if (rows[0].n > 0) return
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  throw new Error('no statement waited for a lock')
+}
 
 t.test('the original client call (JSON content type, token in the header, no body) → 200 with a rotated pair', async (t) => {
   const session = await newSession(app)
@@ -174,12 +184,7 @@ t.test('a batch rolled back by a deadlock is run again', { skip: EMBEDDED && 'ne
   await other.query('BEGIN')
   await other.query('UPDATE sessions SET last_used_at = now() WHERE id = $1', [sidB])
   const batch = q.rotateRefreshTokens(own.pg.pool, [rotation(a, sidA), rotation(b, sidB)], 3600)
-  // Wait until the batch waits for B's lock, then ask for A's.
-  for (let i = 0; i < 100; i++) {
-    const { rows } = await own.pg.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")
-    if (rows[0].n > 0) break
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
+  await lockWaited(own) // the batch waits for B's lock; now ask for A's
   await other.query('UPDATE sessions SET last_used_at = now() WHERE id = $1', [sidA])
   await other.query('COMMIT')
   t.same(await batch, [true, true], 'both rotations took place')
@@ -191,6 +196,36 @@ t.test('a batch rolled back by a deadlock is run again', { skip: EMBEDDED && 'ne
     seen = await deadlocks()
   }
   t.equal(seen, 1, 'PostgreSQL saw one deadlock')
+})
+
+t.test('a batch cancelled by the statement timeout fails whole with 503, and every token in it still works', { skip: EMBEDDED && 'needs a second connection (PostgreSQL server)' }, async (t) => {
+  // Concurrent refreshes share one statement (src/db/batch.ts). Another transaction holds two
+  // sessions' rows: the first refresh's batch waits on one of them, the next four queue behind it
+  // as one batch, which waits on the other. PostgreSQL cancels each at DB_STATEMENT_TIMEOUT_MS and
+  // rolls it back whole: the three sessions nobody locked fail with the locked one, as a retryable
+  // 503, and since nothing was rotated, their tokens work once the lock is gone.
+  const url = await createDatabase(t)
+  const own = await build(t, url, { DB_STATEMENT_TIMEOUT_MS: '1000' })
+  const sessions = []
+  for (let i = 0; i < 5; i++) sessions.push(await newSession(own))
+  const sids = sessions.map((s) => claimsOf(s.refresh_token).sid as string)
+  const other = new pg.Client({ connectionString: url })
+  await other.connect()
+  t.teardown(async () => await other.end())
+  await other.query('BEGIN')
+  await other.query('SELECT 1 FROM sessions WHERE id = ANY ($1::uuid[]) FOR UPDATE', [[sids[0], sids[1]]])
+  const first = refresh(own, sessions[0].refresh_token)
+  await lockWaited(own)
+  const rest = await Promise.all(sessions.slice(1).map(async (s) => await refresh(own, s.refresh_token)))
+  const answers = [await first, ...rest]
+  t.same(answers.map((r) => r.statusCode), [503, 503, 503, 503, 503], 'every refresh of both batches: 503')
+  for (const r of answers) {
+    t.equal(r.json().code, 'SERVICE_UNAVAILABLE')
+    t.ok(Number(r.headers['retry-after']) > 0, 'with Retry-After')
+  }
+  await other.query('ROLLBACK')
+  const again = await Promise.all(sessions.map(async (s) => await refresh(own, s.refresh_token)))
+  t.same(again.map((r) => r.statusCode), [200, 200, 200, 200, 200], 'each token, retried, rotates')
 })
 
 t.test('REFRESH_REUSE_GRACE=30: a retired token within the grace gets the same successor; the session goes on', async (t) => {
