@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { generateKeyPairSync, randomBytes, randomUUID, type KeyObject } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { Writable } from 'node:stream'
 import pg from 'pg'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
@@ -114,13 +115,17 @@ export interface ServerProcess {
   output: () => { out: string, err: string }
 }
 
+/** The node flags `npm start` runs the service with (package.json), given to every service process a test starts. */
+export const START_FLAGS = (JSON.parse(readFileSync('package.json', 'utf8')) as { scripts: { start: string } }).scripts.start.split(' ').slice(1, -1)
+
 /**
- * The real process entry (src/server.ts, as `npm start` runs it after building) on 127.0.0.1 and
- * a free port. `databaseUrl` undefined: the server runs without DATABASE_URL. Stopped at teardown.
+ * The real process entry (src/server.ts, as `npm start` runs it after building, with its node
+ * flags) on 127.0.0.1 and a free port. `databaseUrl` undefined: the server runs without
+ * DATABASE_URL. Stopped at teardown.
  */
 export function spawnServer (t: TapLike, databaseUrl: string | undefined, env: Record<string, string> = {}): ServerProcess {
   const settings = databaseUrl === undefined ? { JWT_SECRET_KEY: SECRET, ...env } : testEnv(databaseUrl, { LOG_LEVEL: 'info', ...env })
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+  const child = spawn(process.execPath, [...START_FLAGS, '--import', 'tsx', 'src/server.ts'], {
     env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: '0', ...settings },
     stdio: ['ignore', 'pipe', 'pipe']
   })
