@@ -16,13 +16,17 @@ const MAX_MEMORY_KIB = 1_048_576
 const MAX_ITERATIONS = 50
 const MAX_PARALLELISM = 16
 
+// An unpaired UTF-16 surrogate (JSON allows "\ud800") cannot be stored or hashed as UTF-8: it would
+// silently become U+FFFD, so texts holding one are refused.
+export const UNPAIRED = /\p{Cs}/u
+
 /** Why a new password is refused, or null when it passes the policy (length and common list; no composition rules). */
 export function passwordPolicyError (password: string, minLength: number): string | null {
   const length = [...password].length
   if (length < minLength) return `password must be at least ${minLength} characters`
   if (length > 1024) return 'password must be at most 1024 characters'
   // Hashed as UTF-8, an unpaired surrogate would become U+FFFD: two passwords, one hash.
-  if (/\p{Cs}/u.test(password)) return 'password must be valid Unicode text'
+  if (UNPAIRED.test(password)) return 'password must be valid Unicode text'
   if (COMMON_PASSWORDS.has(password.toLowerCase())) return 'password is too common; choose one that is not on lists of common passwords'
   return null
 }

@@ -5,7 +5,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { AppError, invalidCredentials, tokenError, validationFailed } from '../errors.js'
 import { rateLimit } from '../rate-limit.js'
-import { passwordPolicyError, type Passwords } from './passwords.js'
+import { passwordPolicyError, UNPAIRED, type Passwords } from './passwords.js'
 import { bearerToken, nextTokenId, newTokenId, tokenHash, type Claims, type Tokens, type TokenType } from './tokens.js'
 import * as q from './queries.js'
 import { batched } from '../db/batch.js'
@@ -16,9 +16,6 @@ import {
 
 const EMAIL = /^[^\s@\p{Cc}]{1,64}@(?:[\p{L}\p{N}](?:[\p{L}\p{N}-]{0,61}[\p{L}\p{N}])?\.)+[\p{L}](?:[\p{L}\p{N}-]{0,61}[\p{L}\p{N}])?$/u
 const CONTROL = /\p{Cc}/u
-// An unpaired UTF-16 surrogate (JSON allows "\ud800") cannot be stored as UTF-8: refused, not
-// silently turned into U+FFFD.
-const UNPAIRED = /\p{Cs}/u
 
 // The error statuses a route answers (and 500, which any route may), each the shared ErrorBody.
 const errors = (...codes: number[]) => Object.fromEntries([...codes, 500].map((c) => [c, ErrorReply(c)]))
