@@ -1,5 +1,7 @@
 import t from 'tap'
 import type { FastifyInstance } from 'fastify'
+import { Registry } from 'prom-client'
+import { RequestDurations } from '../src/observe.js'
 import { build, createDatabase, newSession, PASSWORD, refresh, signUp, uniqueEmail } from './helper.js'
 
 const databaseUrl = await createDatabase(t)
@@ -58,6 +60,36 @@ t.test('refresh outcomes: rotated, reuse_detected, token_revoked, token_expired'
   for (const outcome of ['rotated', 'reuse_detected', 'token_revoked', 'token_expired']) {
     t.equal(sample(after, 'auth_outcomes_total', { action: 'refresh', outcome }) - sample(before, 'auth_outcomes_total', { action: 'refresh', outcome }), 1, outcome)
   }
+})
+
+t.test('request durations: each request counted once, in cumulative buckets', async (t) => {
+  const before = await scrape()
+  for (let i = 0; i < 3; i++) await app.inject({ method: 'GET', url: '/health' })
+  const after = await scrape()
+  const labels = { method: 'GET', route: '/health', status_code: '200' }
+  const diff = (name: string, more: Record<string, string> = {}) => sample(after, name, { ...more, ...labels }) - sample(before, name, { ...more, ...labels })
+  t.equal(diff('http_request_duration_seconds_count'), 3)
+  t.equal(diff('http_request_duration_seconds_bucket', { le: '+Inf' }), 3)
+  t.ok(diff('http_request_duration_seconds_sum') > 0, 'their time is summed')
+  const buckets = [...after.matchAll(/^http_request_duration_seconds_bucket\{le="([^"]+)",method="GET",route="\/health",status_code="200"\} (\d+)$/gm)]
+  t.same(buckets.map((m) => m[1]), ['0.001', '0.0025', '0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '0.5', '1', '2', '2.5', '+Inf'], 'le first, ascending')
+  const counts = buckets.map((m) => Number(m[2]))
+  t.same(counts, [...counts].sort((a, b) => a - b), 'each bucket holds the ones below it')
+})
+
+t.test('request durations: a value on a bound counts in that bucket; Prometheus text as prom-client writes it', async (t) => {
+  const durations = new RequestDurations()
+  const registry = new Registry()
+  registry.registerMetric(durations as never)
+  for (const seconds of [0.001, 0.0011, 0.02, 3]) durations.observe('POST', '/auth/refresh', 200, seconds)
+  const text = await registry.metrics()
+  const bucket = (le: string) => sample(text, 'http_request_duration_seconds_bucket', { le, route: '/auth/refresh' })
+  t.same(['0.001', '0.0025', '0.025', '2.5', '+Inf'].map(bucket), [1, 2, 3, 3, 4])
+  t.match(text, /^# TYPE http_request_duration_seconds histogram$/m)
+  t.match(text, /^http_request_duration_seconds_count\{method="POST",route="\/auth\/refresh",status_code="200"\} 4$/m)
+  t.equal(sample(text, 'http_request_duration_seconds_sum', { route: '/auth/refresh' }), 0.001 + 0.0011 + 0.02 + 3)
+  registry.resetMetrics()
+  t.notMatch(await registry.metrics(), /http_request_duration_seconds_count/, 'reset empties it')
 })
 
 t.test('METRICS_ENABLED=false: no /metrics route', async (t) => {
