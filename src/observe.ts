@@ -54,8 +54,9 @@ export class RequestDurations {
   readonly type = 'histogram'
   readonly aggregator = 'sum'
   private readonly bounds = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 2.5]
+  private readonly les = [...this.bounds, '+Inf' as const]
   // By "method route status": per bucket the observations not above its bound (and above the last).
-  private series = new Map<string, { labels: Labels, counts: number[], sum: number }>()
+  private readonly series = new Map<string, { labels: Labels, counts: number[], sum: number }>()
 
   observe (method: string, route: string, statusCode: number, seconds: number): void {
     const key = `${method} ${route} ${statusCode}`
@@ -74,7 +75,7 @@ export class RequestDurations {
     const values = []
     for (const { labels, counts, sum } of this.series.values()) {
       let seen = 0
-      for (const [i, le] of [...this.bounds, '+Inf' as const].entries()) {
+      for (const [i, le] of this.les.entries()) {
         seen += counts[i]
         values.push({ metricName: `${this.name}_bucket`, labels: { le, ...labels }, value: seen })
       }
@@ -83,7 +84,7 @@ export class RequestDurations {
     return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values }
   }
 
-  reset (): void { this.series = new Map() }
+  reset (): void { this.series.clear() }
 }
 
 /** Prometheus metrics, in a registry of this app's own (tests build many apps in one process). */

@@ -115,8 +115,11 @@ export interface ServerProcess {
   output: () => { out: string, err: string }
 }
 
-/** The node flags `npm start` runs the service with (package.json), given to every service process a test starts. */
-export const START_FLAGS = (JSON.parse(readFileSync('package.json', 'utf8')) as { scripts: { start: string } }).scripts.start.split(' ').slice(1, -1)
+/** How tests start the service process: from source, with the node flags `npm start` gives it (package.json). */
+export const SERVICE_ARGS = [
+  ...(JSON.parse(readFileSync('package.json', 'utf8')) as { scripts: { start: string } }).scripts.start.split(' ').slice(1, -1),
+  '--import', 'tsx', 'src/server.ts'
+]
 
 /**
  * The real process entry (src/server.ts, as `npm start` runs it after building, with its node
@@ -125,7 +128,7 @@ export const START_FLAGS = (JSON.parse(readFileSync('package.json', 'utf8')) as 
  */
 export function spawnServer (t: TapLike, databaseUrl: string | undefined, env: Record<string, string> = {}): ServerProcess {
   const settings = databaseUrl === undefined ? { JWT_SECRET_KEY: SECRET, ...env } : testEnv(databaseUrl, { LOG_LEVEL: 'info', ...env })
-  const child = spawn(process.execPath, [...START_FLAGS, '--import', 'tsx', 'src/server.ts'], {
+  const child = spawn(process.execPath, SERVICE_ARGS, {
     env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: '0', ...settings },
     stdio: ['ignore', 'pipe', 'pipe']
   })

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import pg from 'pg'
-import { START_FLAGS, testEnv } from '../helper.js'
+import { SERVICE_ARGS, testEnv } from '../helper.js'
 
 // Shared by the reliability tests: service processes the test can SIGKILL, SIGTERM and start
 // again, a throwaway PostgreSQL server it can crash, and an HTTP client that records what
@@ -79,13 +79,13 @@ export interface ServiceProcess {
 }
 
 /**
- * `node <npm start's flags> --import tsx src/server.ts` (what spawnServer in test/helper.ts runs) on 127.0.0.1 and a
- * free port, with the test settings plus `env`. Unlike spawnServer it gives the test the exit
+ * The service from source (SERVICE_ARGS, as spawnServer in test/helper.ts runs it) on 127.0.0.1
+ * and a free port, with the test settings plus `env`. Unlike spawnServer it gives the test the exit
  * status and time, and a start time limit that a busy 2-core machine can meet. Killed by its PID
  * at teardown if it still runs.
  */
 export function startService (t: TapLike, databaseUrl: string, env: Record<string, string> = {}, startMs = 60_000): ServiceProcess {
-  const child = spawn(process.execPath, [...START_FLAGS, '--import', 'tsx', 'src/server.ts'], {
+  const child = spawn(process.execPath, SERVICE_ARGS, {
     env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: '0', ...testEnv(databaseUrl, { LOG_LEVEL: 'info', PRUNE_INTERVAL_SECONDS: '0', ...env }) },
     stdio: ['ignore', 'pipe', 'pipe']
   })
