@@ -27,6 +27,17 @@ export async function withAdmin<T> (fn: (c: pg.Client) => Promise<T>): Promise<T
   }
 }
 
+/** One statement on a connection of its own, closed at once (an embedded test database serves one at a time). */
+export async function sql<T extends pg.QueryResultRow = any> (url: string, text: string, values: unknown[] = []): Promise<T[]> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 10_000 })
+  await client.connect()
+  try {
+    return (await client.query<T>(text, values)).rows
+  } finally {
+    await client.end()
+  }
+}
+
 /** A fresh, empty database for this test file, dropped when the file's tests end. */
 export async function createDatabase (t: TapLike): Promise<string> {
   if (EMBEDDED) {

@@ -1,9 +1,8 @@
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
-import pg from 'pg'
 import t from 'tap'
 import { shippedMigrations } from '../src/db/migrate.js'
-import { build, createDatabase, newSession, signIn } from './helper.js'
+import { build, createDatabase, newSession, signIn, sql } from './helper.js'
 
 const execFileAsync = promisify(execFile)
 const SHIPPED = shippedMigrations()
@@ -15,21 +14,10 @@ async function npmRun (script: string, databaseUrl: string, ...args: string[]): 
   })
 }
 
-// One connection, closed at once: an embedded test database serves one at a time.
-async function rows (databaseUrl: string, text: string): Promise<Array<Record<string, unknown>>> {
-  const client = new pg.Client({ connectionString: databaseUrl })
-  await client.connect()
-  try {
-    return (await client.query(text)).rows
-  } finally {
-    await client.end()
-  }
-}
-
-const applied = async (url: string) => (await rows(url, 'SELECT name FROM pgmigrations ORDER BY id')).map((r) => r.name)
+const applied = async (url: string) => (await sql(url, 'SELECT name FROM pgmigrations ORDER BY id')).map((r) => r.name)
 
 /** The schema the migrations made (node-pg-migrate's own table left out), one line per item. */
-const schema = async (url: string) => (await rows(url, `
+const schema = async (url: string) => (await sql(url, `
   SELECT 'column ' || table_name || '.' || column_name || ' ' || concat_ws(' ', data_type, is_nullable, column_default) AS item
     FROM information_schema.columns WHERE table_schema = 'public' AND table_name <> 'pgmigrations'
   UNION ALL SELECT 'index ' || indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename <> 'pgmigrations'

@@ -1,6 +1,6 @@
 import t from 'tap'
-import { createDatabase, EMBEDDED, PASSWORD, uniqueEmail } from '../helper.js'
-import { call, contractErrorProblem, describe, mapLimit, sleep, sql, startService, type Outcome } from './processes.js'
+import { createDatabase, EMBEDDED, PASSWORD, sql, uniqueEmail } from '../helper.js'
+import { call, contractErrorProblem, describe, mapLimit, sleep, startService, type Outcome } from './processes.js'
 
 // Issue #7, crash: kill -9 of the service in the middle of a sign-up load, restart: every
 // acknowledged (201) sign-up is there. A 201 is sent only after the INSERT has committed, so

@@ -6,7 +6,6 @@ import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import pg from 'pg'
 import { SERVICE_ARGS, testEnv } from '../helper.js'
 
 // Shared by the reliability tests: service processes the test can SIGKILL, SIGTERM and start
@@ -34,17 +33,6 @@ export async function freePort (): Promise<number> {
   s.close()
   await once(s, 'close')
   return port
-}
-
-/** One statement on its own connection. */
-export async function sql<T extends pg.QueryResultRow = any> (url: string, text: string, values: unknown[] = []): Promise<T[]> {
-  const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 10_000 })
-  await c.connect()
-  try {
-    return (await c.query<T>(text, values)).rows
-  } finally {
-    await c.end()
-  }
 }
 
 /** Runs `fn` over `items` with at most `concurrency` calls at a time; results in input order. */

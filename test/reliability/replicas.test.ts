@@ -3,7 +3,7 @@ import pg from 'pg'
 import { Redis } from 'ioredis'
 import { PG_MIGRATE_LOCK_ID } from 'node-pg-migrate'
 import { MIGRATIONS_TABLE, shippedMigrations } from '../../src/db/migrate.js'
-import { createDatabase, EMBEDDED, PASSWORD, uniqueEmail } from '../helper.js'
+import { createDatabase, EMBEDDED, PASSWORD, sql as sqlOn, uniqueEmail } from '../helper.js'
 import { call, clientIp, nginxBinary, startNginx, type Answer } from './cluster.js'
 import { logLines, startService, type ServiceProcess } from './processes.js'
 
@@ -72,15 +72,7 @@ async function replicas (): Promise<void> {
   })
 
   const databaseUrl = await createDatabase(t)
-  const sql = async (text: string, values: unknown[] = []): Promise<any[]> => {
-    const c = new pg.Client({ connectionString: databaseUrl })
-    await c.connect()
-    try {
-      return (await c.query(text, values)).rows
-    } finally {
-      await c.end()
-    }
-  }
+  const sql = async (text: string, values: unknown[] = []): Promise<any[]> => await sqlOn(databaseUrl, text, values)
 
   // Hold the migration lock while the three start, so that all three are sure to meet at it and
   // race once it is released: "started at the same moment" without relying on luck.
