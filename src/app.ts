@@ -2,21 +2,24 @@ import { randomUUID } from 'node:crypto'
 import type { ServerResponse } from 'node:http'
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import { trustProxy, type Config } from './config.js'
-import database from './db/index.js'
+import fastifyEnv from '@fastify/env'
+import { checkConfig, ConfigSchema, configError, earlySettings, settingsOf, trustProxy, type Config, type Env } from './config.js'
+import database, { openDatabase, startPruning } from './db/index.js'
 import { AppError, clientErrorHandler, errorBody, registerErrorHandler, unavailable, validationFailed } from './errors.js'
-import { createPasswords } from './auth/passwords.js'
-import { createTokens } from './auth/tokens.js'
-import authRoutes from './auth/routes.js'
+import { createPasswords } from './passwords.js'
+import tokens from './tokens.js'
 import healthRoutes from './health.js'
 import jwksRoutes from './jwks.js'
 import observe, { createMetrics } from './observe.js'
 import rateLimits from './rate-limit.js'
-import { startPruning } from './db/index.js'
 import { registerDocs } from './docs.js'
+import { ErrorBody } from './schemas.js'
+import accountRoutes from './account/routes.js'
+import sessionRoutes from './sessions/routes.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
+    /** The settings, validated by @fastify/env against ConfigSchema. */
     config: Config
   }
 }
@@ -55,11 +58,16 @@ export interface BuildOptions {
   logStream?: NodeJS.WritableStream
 }
 
-/** The whole service as one Fastify instance, built the same way for production and tests. */
-export async function buildApp (config: Config, opts: BuildOptions = {}): Promise<FastifyInstance> {
+/**
+ * The whole service as one Fastify instance, built the same way for production and tests, from
+ * the settings as given (the environment). A bad setting throws ConfigError, naming it.
+ */
+export async function buildApp (env: Env, opts: BuildOptions = {}): Promise<FastifyInstance> {
+  const settings = settingsOf(env)
+  const early = earlySettings(settings)
   const app = Fastify({
-    logger: { level: config.LOG_LEVEL, redact: { paths: REDACT, censor: '[redacted]' }, ...(opts.logStream !== undefined ? { stream: opts.logStream } : {}) },
-    trustProxy: trustProxy(config),
+    logger: { level: early.LOG_LEVEL, redact: { paths: REDACT, censor: '[redacted]' }, ...(opts.logStream !== undefined ? { stream: opts.logStream } : {}) },
+    trustProxy: trustProxy(early),
     bodyLimit: BODY_LIMIT,
     // Take the proxy's X-Request-Id when it looks like one, so log lines can be joined up.
     requestIdHeader: false,
@@ -82,7 +90,15 @@ export async function buildApp (config: Config, opts: BuildOptions = {}): Promis
     ajv: { customOptions: { coerceTypes: false } }
   }).withTypeProvider<TypeBoxTypeProvider>()
 
-  app.decorate('config', config)
+  // Settings: @fastify/env validates them with the one schema and decorates app.config.
+  try {
+    await app.register(fastifyEnv, { schema: structuredClone(ConfigSchema), data: settings })
+  } catch (err) {
+    throw configError(err, settings)
+  }
+  const { config } = app
+  checkConfig(config)
+
   // Node answers an Expect other than 100-continue with a bodiless 417 unless told otherwise.
   app.server.on('checkExpectation', (_req, res: ServerResponse) => {
     const body = JSON.stringify(errorBody(new AppError(417, 'VALIDATION_FAILED', 'Only Expect: 100-continue is supported')))
@@ -113,20 +129,23 @@ export async function buildApp (config: Config, opts: BuildOptions = {}): Promis
     else parseJson(request, body as string, done)
   })
 
+  // Load order: settings, database, tokens, error handler, shared plugins, then the capabilities.
+  await app.register(database, await openDatabase(app))
+  await app.register(tokens)
   registerErrorHandler(app)
-  await app.register(database)
+  app.addSchema(ErrorBody)
   const metrics = config.METRICS_ENABLED ? createMetrics() : null
-  const passwords = await createPasswords(config, metrics?.argon2)
-  const tokens = createTokens(config, app.log)
+  app.decorate('passwords', await createPasswords(config, metrics?.argon2))
 
   // Before every route: @fastify/swagger builds the OpenAPI document from routes as they are added.
   await registerDocs(app)
-  await app.register(observe, { metrics, queueDepth: () => passwords.queue.depth })
+  await app.register(observe, { metrics, queueDepth: () => app.passwords.queue.depth })
   await app.register(rateLimits)
   startPruning(app)
 
   await app.register(healthRoutes)
-  await app.register(jwksRoutes, { tokens })
-  await app.register(authRoutes, { passwords, tokens })
+  await app.register(jwksRoutes)
+  await app.register(accountRoutes)
+  await app.register(sessionRoutes)
   return app
 }

@@ -2,11 +2,12 @@ import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { parseEnv } from 'node:util'
 import { envSchema } from 'env-schema'
-import { Type, type Static } from '@sinclair/typebox'
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
 
 // Every setting, once: validation, defaults and the TypeScript type come from this schema.
-// env-schema is the validator behind @fastify/env; it is called directly because some
-// settings (TRUST_PROXY, LOG_LEVEL) must be known before the Fastify instance exists.
+// The app registers it with @fastify/env (app.config); the few settings needed before the
+// Fastify instance exists (LOG_LEVEL, TRUST_PROXY) are read from the same schema first, and
+// `npm run prune` reads it through env-schema (the validator behind @fastify/env) directly.
 const Seconds = (def: number, description: string) =>
   Type.Integer({ minimum: 1, maximum: 31_536_000, default: def, description })
 
@@ -61,29 +62,48 @@ export class ConfigError extends Error {
 
 const MIN_SECRET_BYTES = 32
 
-/**
- * Validates settings (process.env by default) and returns the typed config.
- * Throws ConfigError with one line naming the variable and why.
- */
-export function loadConfig (env: Record<string, string | undefined> = process.env, opts: { dotenv?: boolean } = {}): Config {
+export type Env = Record<string, string | undefined>
+
+/** The settings as given: the environment, over a `.env` file when asked; empty values dropped. */
+export function settingsOf (env: Env = process.env, opts: { dotenv?: boolean } = {}): Record<string, string> {
   // A .env file in the working directory fills in what the environment does not set.
   const merged = opts.dotenv === true ? { ...readDotenv(), ...env } : env
   // An empty value (`FOO=` copied from .env.example) means "unset".
-  const data = Object.fromEntries(Object.entries(merged).filter(([, v]) => v !== undefined && v !== ''))
-  let config: Config
-  try {
-    config = envSchema<Config>({
-      schema: structuredClone(ConfigSchema),
-      data,
-      env: false
-    })
-  } catch (err) {
-    const first = (err as { errors?: Array<{ instancePath: string, message?: string, params?: Record<string, unknown> }> }).errors?.[0]
-    if (first === undefined) throw err
-    const name = first.instancePath.replace(/^\//, '') || String(first.params?.missingProperty ?? 'settings')
-    throw new ConfigError(`${name}: ${first.message ?? 'invalid value'} (got ${JSON.stringify(data[name] ?? null)})`)
-  }
+  return Object.fromEntries(Object.entries(merged).filter((e): e is [string, string] => e[1] !== undefined && e[1] !== ''))
+}
 
+/** The ConfigError for a validation error of env-schema (also @fastify/env's): one line naming the variable. */
+export function configError (err: unknown, data: Record<string, string>): unknown {
+  const first = (err as { errors?: Array<{ instancePath: string, message?: string, params?: Record<string, unknown> }> }).errors?.[0]
+  if (first === undefined) return err
+  const name = first.instancePath.replace(/^\//, '') || String(first.params?.missingProperty ?? 'settings')
+  return new ConfigError(`${name}: ${first.message ?? 'invalid value'} (got ${JSON.stringify(data[name] ?? null)})`)
+}
+
+function validate<T> (schema: TSchema, data: Record<string, string>): T {
+  try {
+    return envSchema<T>({ schema: structuredClone(schema), data, env: false })
+  } catch (err) {
+    throw configError(err, data)
+  }
+}
+
+/** What must be known before the Fastify instance exists, from the same schema. */
+export const EarlySettings = Type.Pick(ConfigSchema, ['LOG_LEVEL', 'TRUST_PROXY'])
+export const earlySettings = (data: Record<string, string>): Static<typeof EarlySettings> => validate(EarlySettings, data)
+
+/**
+ * Validates settings (process.env by default) and returns the typed config, as the app's
+ * @fastify/env registration does. Throws ConfigError with one line naming the variable and why.
+ */
+export function loadConfig (env: Env = process.env, opts: { dotenv?: boolean } = {}): Config {
+  const config = validate<Config>(ConfigSchema, settingsOf(env, opts))
+  checkConfig(config)
+  return config
+}
+
+/** What one schema cannot say: settings that depend on each other, and keys that must parse. */
+export function checkConfig (config: Config): void {
   if (config.JWT_SECRET_KEY !== undefined && Buffer.byteLength(config.JWT_SECRET_KEY) < MIN_SECRET_BYTES) {
     throw new ConfigError(`JWT_SECRET_KEY: must be at least ${MIN_SECRET_BYTES} bytes; generate one with: openssl rand -base64 48`)
   }
@@ -100,7 +120,6 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   }
   trustProxy(config) // validates the value
   signingKeys(config) // parses the keys, so that a bad one stops the start
-  return config
 }
 
 function readDotenv (): Record<string, string> {
@@ -118,7 +137,7 @@ function readDotenv (): Record<string, string> {
 }
 
 /** TRUST_PROXY as Fastify's trustProxy option. */
-export function trustProxy (config: Config): boolean | string[] | ((address: string, hop: number) => boolean) {
+export function trustProxy (config: Pick<Config, 'TRUST_PROXY'>): boolean | string[] | ((address: string, hop: number) => boolean) {
   const v = config.TRUST_PROXY.trim().toLowerCase()
   if (v === 'false') return false
   if (v === 'true') return true

@@ -5,7 +5,7 @@ import fastifySwaggerUi from '@fastify/swagger-ui'
 
 // ../package.json from src/ (tsx) and from dist/ (built) alike. @fastify/swagger's own default
 // would be its own package's version, not ours.
-const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
+const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string, license: string }
 
 // Operations that take their token from the Authorization header as well as from the body, so
 // the body may be left out (routes.ts, optionalBody). @fastify/swagger marks every body required.
@@ -33,10 +33,13 @@ export async function registerDocs (app: FastifyInstance): Promise<void> {
       info: {
         title: 'auth-service',
         version: pkg.version,
+        license: { name: pkg.license, url: `https://spdx.org/licenses/${pkg.license}.html` },
         description: 'Password sign-in with JWTs: sign-up, sign-in, refresh-token rotation, sign-out and ' +
           'server-side sessions. Every error is JSON `{ statusCode, error, code, message }` (`ErrorBody`); ' +
           'every 401 carries `WWW-Authenticate: Bearer`.'
       },
+      // Relative: "Try it out" calls the service the docs were served from, behind a proxy too.
+      servers: [{ url: '/', description: 'This service' }],
       tags: [
         { name: 'auth', description: 'Accounts, tokens and sessions' },
         { name: 'service', description: 'Health and operations' }

@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox'
 import type { FastifyInstance } from 'fastify'
-import type { Tokens } from './auth/tokens.js'
+import { httpErrors, noAuth } from './schemas.js'
 
 // The response schema lists every member a public key may have: nothing else, a private
 // member such as `d` included, can ever be serialized.
@@ -20,18 +20,17 @@ const JwksReply = Type.Object({
   keys: Type.Array(Jwk)
 }, { description: 'The signing key first, then retired keys still accepted (JWT_PUBLIC_KEYS_EXTRA); empty with a shared secret' })
 
-export interface JwksOptions {
-  tokens: Tokens
-}
-
-export default async function jwksRoutes (app: FastifyInstance, { tokens }: JwksOptions): Promise<void> {
+export default async function jwksRoutes (app: FastifyInstance): Promise<void> {
+  const { jwks } = app.tokens
   // Other services verify access tokens with these keys. Five minutes of caching: a key rotation
   // publishes the new key ahead of signing with it (README, "Rotating signing keys").
   app.get('/.well-known/jwks.json', {
     schema: {
       tags: ['service'],
+      operationId: 'getJwks',
       summary: 'The public keys that verify the tokens (JWKS, RFC 7517)',
-      response: { 200: JwksReply }
+      security: noAuth,
+      response: { 200: JwksReply, ...httpErrors }
     }
-  }, async (_request, reply) => await reply.header('cache-control', 'public, max-age=300').send({ keys: tokens.jwks }))
+  }, async (_request, reply) => await reply.header('cache-control', 'public, max-age=300').send({ keys: jwks }))
 }

@@ -1,7 +1,8 @@
 import fp from 'fastify-plugin'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { insertAuditEvent } from './auth/queries.js'
+import type { Db } from './db/index.js'
+import { httpErrors, noAuth } from './schemas.js'
 
 /** What an auth request amounted to: set by handlers, or by the error handler from the error code. */
 export interface AuthEvent {
@@ -136,8 +137,10 @@ async function observe (app: FastifyInstance, { metrics, queueDepth }: { metrics
     })
     const schema = {
       tags: ['service'],
+      operationId: 'getMetrics',
       summary: 'Prometheus metrics (text format)',
-      response: { 200: { description: 'Prometheus text exposition format', content: { 'text/plain': { schema: { type: 'string' } } } } }
+      security: noAuth,
+      response: { 200: { description: 'Prometheus text exposition format', content: { 'text/plain': { schema: { type: 'string' } } } }, ...httpErrors }
     }
     app.get('/metrics', { schema }, async (_request, reply) => {
       return await reply.type(metrics.registry.contentType).send(await metrics.registry.metrics())
@@ -168,6 +171,17 @@ async function observe (app: FastifyInstance, { metrics, queueDepth }: { metrics
       userAgent: request.headers['user-agent']?.slice(0, 512)
     }).catch((err: Error) => request.log.warn({ err: { message: err.message }, event: audited }, 'audit event not written'))
   }
+}
+
+/** One row of the audit trail. */
+export async function insertAuditEvent (db: Db, e: {
+  event: string, userId?: string, sessionId?: string, ip: string, userAgent: string | undefined
+}): Promise<void> {
+  await db.query({
+    name: 'insert-audit-event',
+    text: 'INSERT INTO audit_events (event, user_id, session_id, ip, user_agent) VALUES ($1, $2, $3, $4, $5)',
+    values: [e.event, e.userId ?? null, e.sessionId ?? null, e.ip, e.userAgent ?? null]
+  })
 }
 
 export default fp(observe, { name: 'observe' })

@@ -1,18 +1,17 @@
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
-import { ConfigError, loadConfig } from './config.js'
+import { ConfigError, settingsOf } from './config.js'
 
-let config
+let app
 try {
-  config = loadConfig(process.env, { dotenv: true })
+  app = await buildApp(settingsOf(process.env, { dotenv: true }))
 } catch (err) {
   if (!(err instanceof ConfigError)) throw err
   // One line naming the variable and why, then stop.
   process.stderr.write(`configuration error: ${err.message}\n`)
   process.exit(1)
 }
-
-const app = await buildApp(config)
+const { config } = app
 
 // SIGTERM/SIGINT: stop accepting, let requests in flight finish, close the pool, exit 0.
 closeWithGrace({ delay: 10_000, logger: app.log }, async ({ err, signal }) => {

@@ -1,3 +1,6 @@
+import { spawnSync } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import t from 'tap'
 import SwaggerParser from '@apidevtools/swagger-parser'
 import type { FastifyInstance } from 'fastify'
@@ -78,7 +81,7 @@ t.test('every error response is described and is the shared ErrorBody', async (t
   }
   for (const [path, ops] of Object.entries(doc.paths)) {
     for (const [method, op] of Object.entries(ops)) {
-      for (const [status, response] of Object.entries(op.responses).filter(([s]) => Number(s) >= 400)) {
+      for (const [status, response] of Object.entries(op.responses).filter(([s]) => /^[45]/.test(s))) {
         const where = `${method.toUpperCase()} ${path} ${status}`
         t.equal(response.content?.['application/json'].schema.$ref, '#/components/schemas/ErrorBody', where)
         t.not(response.description, 'Default Response', `${where} says what it means`)
@@ -87,14 +90,52 @@ t.test('every error response is described and is the shared ErrorBody', async (t
   }
 })
 
-t.test('secured operations carry bearerAuth, the others none', async (t) => {
+t.test('secured operations carry bearerAuth, the others say they need none (security: [])', async (t) => {
   const doc = await getDocument()
   for (const route of Object.keys(CONTRACT)) {
     const [method, path] = route.split(' ')
     const op = doc.paths[path][method.toLowerCase()]
     if (SECURED.includes(route)) t.same(op.security, [{ bearerAuth: [] }], route)
-    else t.equal(op.security, undefined, route)
+    else t.same(op.security, [], route)
   }
+})
+
+// Client generators name their methods after these: they do not change.
+const OPERATION_IDS: Record<string, string> = {
+  'POST /auth/sign-up': 'signUp',
+  'POST /auth/sign-in': 'signIn',
+  'POST /auth/refresh': 'refreshToken',
+  'GET /auth/me': 'getCurrentUser',
+  'POST /auth/sign-out': 'signOut',
+  'GET /auth/sessions': 'listSessions',
+  'DELETE /auth/sessions/{id}': 'revokeSession',
+  'POST /auth/password': 'changePassword',
+  'GET /health': 'checkHealth',
+  'GET /health/ready': 'checkReadiness',
+  'GET /.well-known/jwks.json': 'getJwks',
+  'GET /metrics': 'getMetrics'
+}
+
+t.test('every operation has its stable camelCase operationId', async (t) => {
+  const doc = await getDocument()
+  const ids = Object.entries(doc.paths).flatMap(([path, ops]) =>
+    Object.entries(ops).map(([method, op]) => [`${method.toUpperCase()} ${path}`, (op as { operationId?: string }).operationId]))
+  t.same(Object.fromEntries(ids), OPERATION_IDS)
+})
+
+t.test('Redocly\'s linter, recommended rules: no error and no warning', async (t) => {
+  const file = join(t.testdir(), 'openapi.json')
+  writeFileSync(file, JSON.stringify(await getDocument()))
+  // The linter's own JSON report; telemetry off (no network here, nor wanted in CI).
+  const run = spawnSync(process.execPath, ['node_modules/@redocly/cli/bin/cli.js', 'lint', file, '--format=json'], {
+    env: { ...process.env, REDOCLY_TELEMETRY: 'off', REDOCLY_SUPPRESS_UPDATE_NOTICE: 'true' },
+    encoding: 'utf8',
+    timeout: 60_000
+  })
+  const report = JSON.parse(run.stdout.slice(run.stdout.indexOf('{'))) as { totals: Record<string, number>, problems: Array<{ ruleId: string, message: string }> }
+  t.same(report.problems.map((p) => `${p.ruleId}: ${p.message}`), [], 'no problems')
+  t.match(report.totals, { errors: 0, warnings: 0 })
+  t.equal(run.status, 0, 'the linter passes')
 })
 
 t.test('request bodies carry examples', async (t) => {

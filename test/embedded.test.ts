@@ -1,12 +1,11 @@
 import t from 'tap'
 import { buildApp } from '../src/app.js'
-import { loadConfig } from '../src/config.js'
 import { bearer, logSink, PASSWORD, refresh, signIn, signUp } from './helper.js'
 
 // DATABASE_URL unset: the service runs on an embedded PGlite under DATA_DIR.
 const dataDir = t.testdir()
 const start = async (logStream?: NodeJS.WritableStream) =>
-  await buildApp(loadConfig({ DATA_DIR: dataDir, LOG_LEVEL: 'info' }), { logStream: logStream ?? logSink().stream })
+  await buildApp({ DATA_DIR: dataDir, LOG_LEVEL: 'info' }, { logStream: logStream ?? logSink().stream })
 
 t.test('without DATABASE_URL: an embedded database and a generated secret, both surviving a restart', async (t) => {
   const log = logSink()

@@ -5,7 +5,6 @@ import { Writable } from 'node:stream'
 import pg from 'pg'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { buildApp } from '../src/app.js'
-import { loadConfig } from '../src/config.js'
 import { startEmbeddedDatabase } from '../src/db/embedded.js'
 
 // TEST_DATABASE_URL: a PostgreSQL server to test against (each test file makes its own
@@ -63,7 +62,7 @@ export function testEnv (databaseUrl: string, env: Record<string, string> = {}):
 
 /** Builds the app exactly as server.ts does (same loader, same buildApp), closed at teardown. */
 export async function build (t: TapLike, databaseUrl: string, env: Record<string, string> = {}, logStream?: NodeJS.WritableStream): Promise<FastifyInstance> {
-  const app = await buildApp(loadConfig(testEnv(databaseUrl, env)), logStream !== undefined ? { logStream } : {})
+  const app = await buildApp(testEnv(databaseUrl, env), logStream !== undefined ? { logStream } : {})
   t.teardown(async () => await app.close())
   await app.ready()
   return app
@@ -121,7 +120,7 @@ export function claimsOf (token: string): Record<string, unknown> {
 
 export interface ServerProcess {
   child: ChildProcess
-  /** Resolves to the base URL once it listens; rejects if it exits or does not start in 20 s. */
+  /** Resolves to the base URL once it listens; rejects if it exits or does not start in time (20 s by default). */
   listening: Promise<string>
   output: () => { out: string, err: string }
 }
@@ -137,9 +136,15 @@ export const SERVICE_ARGS = [
  * flags) on 127.0.0.1 and a free port. `databaseUrl` undefined: the server runs without
  * DATABASE_URL. Stopped at teardown.
  */
-export function spawnServer (t: TapLike, databaseUrl: string | undefined, env: Record<string, string> = {}): ServerProcess {
+export function spawnServer (t: TapLike, databaseUrl: string | undefined, env: Record<string, string> = {},
+  opts: { cpus?: string, startTimeoutMs?: number } = {}): ServerProcess {
   const settings = databaseUrl === undefined ? { JWT_SECRET_KEY: SECRET, ...env } : testEnv(databaseUrl, { LOG_LEVEL: 'info', ...env })
-  const child = spawn(process.execPath, SERVICE_ARGS, {
+  const startTimeoutMs = opts.startTimeoutMs ?? 20_000
+  // `cpus`: the process may run on these CPUs only (taskset), as on a small machine.
+  const [command, args] = opts.cpus === undefined
+    ? [process.execPath, SERVICE_ARGS]
+    : ['taskset', ['-c', opts.cpus, process.execPath, ...SERVICE_ARGS]]
+  const child = spawn(command, args, {
     env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: '0', ...settings },
     stdio: ['ignore', 'pipe', 'pipe']
   })
@@ -155,7 +160,7 @@ export function spawnServer (t: TapLike, databaseUrl: string | undefined, env: R
     clearTimeout(killer)
   })
   const listening = new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no start within 20 s: ${out} ${err}`)), 20_000)
+    const timer = setTimeout(() => reject(new Error(`no start within ${startTimeoutMs / 1000} s: ${out} ${err}`)), startTimeoutMs)
     // Scans the output only until the start: a long-running test keeps logging for minutes.
     const onData = (): void => {
       const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(out)

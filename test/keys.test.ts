@@ -2,7 +2,7 @@ import t from 'tap'
 import { createHash, createPublicKey, verify, type JsonWebKey } from 'node:crypto'
 import { createVerifier } from 'fast-jwt'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
-import { publicJwk } from '../src/auth/tokens.js'
+import { publicJwk } from '../src/tokens.js'
 import { bearer, build, claimsOf, createDatabase, newSession, pemKeyPair, refresh, type KeyKind } from './helper.js'
 
 // Signing with JWT_PRIVATE_KEY (JWT_SECRET_KEY unset: an empty value means unset), the JWKS, and

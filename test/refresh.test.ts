@@ -4,7 +4,7 @@ import { createSigner } from 'fast-jwt'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import pg from 'pg'
 import { bearer, build, claimsOf, createDatabase, EMBEDDED, newSession, refresh, SECRET } from './helper.js'
-import * as q from '../src/auth/queries.js'
+import * as q from '../src/sessions/queries.js'
 
 const databaseUrl = await createDatabase(t)
 const app = await build(t, databaseUrl)

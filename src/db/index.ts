@@ -1,7 +1,9 @@
 import fp from 'fastify-plugin'
 import fastifyPostgres from '@fastify/postgres'
 import type { FastifyInstance } from 'fastify'
-import type { ClientBase } from 'pg'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import type { ClientBase, Pool, PoolClient } from 'pg'
 import { startEmbeddedDatabase } from './embedded.js'
 import { MIGRATIONS_TABLE, runMigrations, shippedMigrations } from './migrate.js'
 import { prune } from './prune.js'
@@ -13,21 +15,46 @@ declare module 'fastify' {
   }
 }
 
-async function database (app: FastifyInstance): Promise<void> {
+export type Db = Pool | PoolClient
+
+export interface DatabaseLocation {
+  /** A connection string for pg and node-pg-migrate */
+  url: string
+  poolMax: number
+}
+
+/**
+ * Starts the embedded database (without DATABASE_URL) and applies the migrations. buildApp awaits
+ * this itself, not inside a plugin: a first embedded start on a busy CPU, or a replica waiting on
+ * the migration lock while another migrates, may take longer than Fastify's plugin timeout (10 s),
+ * and must not be cut off by it. Both say in the log what they wait for.
+ */
+export async function openDatabase (app: FastifyInstance): Promise<DatabaseLocation> {
   const { config } = app
-  let connectionString = config.DATABASE_URL
-  let poolMax = config.DB_POOL_MAX
-  if (connectionString === undefined) {
-    const db = await startEmbeddedDatabase(config.DATA_DIR)
-    // Registered before the pool, so it runs after the pool has closed (hooks run last-in, first-out).
-    app.addHook('onClose', db.close)
-    connectionString = db.url
-    poolMax = 1
-    app.log.warn({ dataDir: config.DATA_DIR }, 'DATABASE_URL is not set: using an embedded PostgreSQL (PGlite) kept under DATA_DIR, for development and demos')
+  if (config.DATABASE_URL !== undefined) {
+    if (config.MIGRATE_ON_START) await runMigrations(config.DATABASE_URL, app.log, { announceLockWait: true })
+    return { url: config.DATABASE_URL, poolMax: config.DB_POOL_MAX }
   }
+  const first = !existsSync(join(config.DATA_DIR, 'pgdata', 'PG_VERSION'))
+  if (first) app.log.info({ dataDir: config.DATA_DIR }, 'starting the embedded database for the first time: creating it under DATA_DIR takes a few seconds')
+  const db = await startEmbeddedDatabase(config.DATA_DIR)
+  app.log.warn({ dataDir: config.DATA_DIR }, 'DATABASE_URL is not set: using an embedded PostgreSQL (PGlite) kept under DATA_DIR, for development and demos')
+  try {
+    // A single process: nobody else can hold the migration lock.
+    if (config.MIGRATE_ON_START) await runMigrations(db.url, app.log, { announceLockWait: false })
+  } catch (err) {
+    await db.close()
+    throw err
+  }
+  // Added before the pool's hook, so it runs after the pool has closed (hooks run last-in, first-out).
+  app.addHook('onClose', db.close)
+  // The embedded database serves one connection at a time (src/db/embedded.ts).
+  return { url: db.url, poolMax: 1 }
+}
 
-  if (config.MIGRATE_ON_START) await runMigrations(connectionString, app.log)
-
+/** The pool (@fastify/postgres) on a database that openDatabase has made ready, and readiness. */
+async function database (app: FastifyInstance, { url: connectionString, poolMax }: DatabaseLocation): Promise<void> {
+  const { config } = app
   await app.register(fastifyPostgres, {
     connectionString,
     max: poolMax,

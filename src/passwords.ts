@@ -2,8 +2,14 @@ import { availableParallelism } from 'node:os'
 import { randomBytes } from 'node:crypto'
 import { hash, verify, parseOptions, type Options } from '@node-rs/argon2'
 import { dictionary } from '@zxcvbn-ts/language-common'
-import type { Config } from '../config.js'
-import { unavailable } from '../errors.js'
+import type { Config } from './config.js'
+import { unavailable } from './errors.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    passwords: Passwords
+  }
+}
 
 const ARGON2ID = 2 // Algorithm.Argon2id: a const enum, which type-stripping loaders cannot inline
 

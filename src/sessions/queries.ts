@@ -1,36 +1,7 @@
-import type { Pool, PoolClient } from 'pg'
+import type { Db } from '../db/index.js'
 
-// Every SQL statement of the service: parameterized, one function each, one round trip each.
-// Named statements are prepared once per connection by pg.
-export type Db = Pool | PoolClient
-
-export interface User {
-  id: string
-  name: string
-  email: string
-  created_at: Date
-}
-
-/** The new user, or undefined when the (lower-cased) email is taken. */
-export async function insertUser (db: Db, u: { name: string, email: string, passwordHash: string }): Promise<User | undefined> {
-  const { rows } = await db.query<User>({
-    name: 'insert-user',
-    text: `INSERT INTO users (name, email, password_hash) VALUES ($1, $2, $3)
-           ON CONFLICT (email) DO NOTHING
-           RETURNING id, name, email, created_at`,
-    values: [u.name, u.email, u.passwordHash]
-  })
-  return rows[0]
-}
-
-export async function findUserById (db: Db, id: string): Promise<User | undefined> {
-  const { rows } = await db.query<User>({
-    name: 'find-user-by-id',
-    text: 'SELECT id, name, email, created_at FROM users WHERE id = $1',
-    values: [id]
-  })
-  return rows[0]
-}
+// The statements of sign-in, refresh, sign-out and the session list: parameterized, one function
+// each, one round trip each. Named statements are prepared once per connection by pg.
 
 /** Replaces the hash only if it is still the one that was verified (a concurrent change wins). */
 export async function updatePasswordHash (db: Db, id: string, oldHash: string, newHash: string): Promise<void> {
@@ -133,16 +104,6 @@ export async function endSessions (db: Db, e: { sid: string, sub: string, all: b
   return rowCount ?? 0
 }
 
-export async function insertAuditEvent (db: Db, e: {
-  event: string, userId?: string, sessionId?: string, ip: string, userAgent: string | undefined
-}): Promise<void> {
-  await db.query({
-    name: 'insert-audit-event',
-    text: 'INSERT INTO audit_events (event, user_id, session_id, ip, user_agent) VALUES ($1, $2, $3, $4, $5)',
-    values: [e.event, e.userId ?? null, e.sessionId ?? null, e.ip, e.userAgent ?? null]
-  })
-}
-
 export interface SessionRow {
   id: string
   created_at: Date
@@ -176,38 +137,6 @@ export async function revokeSession (db: Db, r: { id: string, userId: string, re
     values: [r.id, r.userId, r.reason]
   })
   return rowCount === 1
-}
-
-export async function findPasswordHash (db: Db, userId: string): Promise<string | undefined> {
-  const { rows } = await db.query<{ password_hash: string }>({
-    name: 'find-password-hash',
-    text: 'SELECT password_hash FROM users WHERE id = $1',
-    values: [userId]
-  })
-  return rows[0]?.password_hash
-}
-
-/**
- * Sets the new hash and ends every other live session of the user, in one atomic statement;
- * the session `keepSid` (the one making the change) goes on. The hash is replaced only if it
- * is still the one that was verified: of two concurrent changes, the second finds it changed
- * and nothing happens (false).
- */
-export async function changePassword (db: Db, c: { userId: string, oldHash: string, newHash: string, keepSid: string }): Promise<boolean> {
-  const { rows } = await db.query<{ changed: boolean }>({
-    name: 'change-password',
-    text: `WITH changed AS (
-             UPDATE users SET password_hash = $3, updated_at = now()
-             WHERE id = $1 AND password_hash = $2
-             RETURNING id
-           ), ended AS (
-             UPDATE sessions SET revoked_at = now(), revoked_reason = 'password-change'
-             WHERE user_id IN (SELECT id FROM changed) AND id <> $4 AND revoked_at IS NULL
-           )
-           SELECT EXISTS (SELECT 1 FROM changed) AS changed`,
-    values: [c.userId, c.oldHash, c.newHash, c.keepSid]
-  })
-  return rows[0].changed
 }
 
 // Per-account throttling (contract, "Abuse protection").

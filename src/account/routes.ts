@@ -1,0 +1,120 @@
+import { Type } from '@sinclair/typebox'
+import { LruMap } from 'toad-cache'
+import type { FastifyInstance } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { AppError, tokenError, validationFailed } from '../errors.js'
+import { rateLimit } from '../rate-limit.js'
+import { passwordPolicyError, UNPAIRED } from '../passwords.js'
+import { bearerAuth, CONTROL, EMAIL, ErrorReply, errorReplies, noAuth } from '../schemas.js'
+import { MeReply, PasswordBody, SignUpBody, SignUpReply } from './schemas.js'
+import * as q from './queries.js'
+
+function signUpFields (body: SignUpBody, minLength: number): { name: string, email: string } {
+  const name = body.name.trim()
+  const nameLength = [...name].length
+  if (nameLength < 1 || nameLength > 100) throw validationFailed('name must be 1-100 characters')
+  if (CONTROL.test(name)) throw validationFailed('name must not contain control characters')
+  if (UNPAIRED.test(name)) throw validationFailed('name must be valid Unicode text')
+  const email = body.email.trim()
+  if (email.length > 254 || !EMAIL.test(email) || UNPAIRED.test(email)) throw validationFailed('email must be a valid email address')
+  const policy = passwordPolicyError(body.password, minLength)
+  if (policy !== null) throw validationFailed(policy)
+  return { name, email: email.toLowerCase() }
+}
+
+/** The account: sign-up, the signed-in user (`me`), password change. */
+export default async function accountRoutes (fastify: FastifyInstance): Promise<void> {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
+  const { config, passwords, tokens } = app
+  const db = app.pg.pool
+  // `me` answers from this cache: name, email and creation time never change through the API,
+  // so a database round trip per call buys nothing (the measured ceiling: bench/README.md).
+  // Entries expire after a minute, so a user removed in the database is gone within that time.
+  const profiles = new LruMap<{ id: string, username: string, email: string, created_at: string }>(10_000, 60_000)
+
+  app.post('/auth/sign-up', {
+    config: rateLimit(fastify, config.RATE_LIMIT_SIGN_UP),
+    schema: {
+      tags: ['auth'],
+      operationId: 'signUp',
+      summary: 'Register a user',
+      security: noAuth,
+      body: SignUpBody,
+      response: { 201: SignUpReply, ...errorReplies(400, 409, 413, 415, 429, 503) }
+    }
+  }, async (request, reply) => {
+    const { name, email } = signUpFields(request.body, config.PASSWORD_MIN_LENGTH)
+    const passwordHash = await passwords.hash(request.body.password)
+    const user = await q.insertUser(db, { name, email, passwordHash })
+    if (user === undefined) throw new AppError(409, 'EMAIL_TAKEN', 'An account with this email already exists')
+    request.event = { outcome: 'success', userId: user.id }
+    request.log.info({ userId: user.id }, 'user signed up')
+    return await reply.code(201).send({
+      msg: 'User registered successfully',
+      user: { id: user.id, username: user.name, email: user.email }
+    })
+  })
+
+  app.get('/auth/me', {
+    schema: {
+      tags: ['auth'],
+      operationId: 'getCurrentUser',
+      summary: 'The signed-in user',
+      description: 'Send the access token as `Authorization: Bearer <access_token>`.',
+      security: bearerAuth,
+      response: { 200: MeReply, ...errorReplies(401, 503) }
+    }
+  }, async (request) => {
+    const { sub } = await tokens.authenticate(request, 'access')
+    let profile = profiles.get(sub)
+    if (profile === undefined) {
+      const user = await q.findUserById(db, sub)
+      if (user === undefined) throw tokenError('TOKEN_INVALID', 'User no longer exists')
+      profile = { id: user.id, username: user.name, email: user.email, created_at: user.created_at.toISOString() }
+      profiles.set(sub, profile)
+    }
+    return profile
+  })
+
+  app.post('/auth/password', {
+    // Guessing the current password with a stolen access token costs what a sign-in does.
+    config: rateLimit(fastify, config.RATE_LIMIT_SIGN_IN),
+    schema: {
+      tags: ['auth'],
+      operationId: 'changePassword',
+      summary: 'Change the password; every other session ends',
+      description: 'Send the access token as `Authorization: Bearer <access_token>`. The new password follows the ' +
+        'sign-up rules. Every other session of the user ends: their refresh tokens stop working at once, their access ' +
+        'tokens stay valid until they expire. The session making the change goes on.',
+      security: bearerAuth,
+      body: PasswordBody,
+      response: {
+        204: Type.Null({ description: 'Password changed' }),
+        ...errorReplies(400, 413, 415, 429, 503),
+        401: ErrorReply(401, 'INVALID_CREDENTIALS: the current password is wrong; or TOKEN_MISSING, TOKEN_INVALID, TOKEN_EXPIRED')
+      }
+    }
+  }, async (request, reply) => {
+    const { sub, sid } = await tokens.authenticate(request, 'access')
+    const { current_password: currentPassword, new_password: newPassword } = request.body
+    const policy = passwordPolicyError(newPassword, config.PASSWORD_MIN_LENGTH)
+    // The policy speaks of `password`; here the field is new_password.
+    if (policy !== null) throw validationFailed(policy.replace(/^password/, 'new_password'))
+    const stored = await q.findPasswordHash(db, sub)
+    if (stored === undefined) throw tokenError('TOKEN_INVALID', 'User no longer exists')
+    // A stolen access token alone must not be enough to take the account over.
+    if (!await passwords.verify(stored, currentPassword)) {
+      request.event = { outcome: 'invalid_credentials', userId: sub, sessionId: sid }
+      throw new AppError(401, 'INVALID_CREDENTIALS', 'The current password is wrong')
+    }
+    const newHash = await passwords.hash(newPassword)
+    if (!await q.changePassword(db, { userId: sub, oldHash: stored, newHash, keepSid: sid })) {
+      // The stored hash changed since it was verified (a concurrent change): the check above is stale.
+      request.event = { outcome: 'invalid_credentials', userId: sub, sessionId: sid }
+      throw new AppError(401, 'INVALID_CREDENTIALS', 'The password has just been changed; try again')
+    }
+    request.event = { outcome: 'success', userId: sub, sessionId: sid }
+    request.log.info({ userId: sub, sessionId: sid }, 'password changed; other sessions ended')
+    return await reply.code(204).send(null)
+  })
+}
