@@ -194,7 +194,9 @@ async function tokens (app: FastifyInstance): Promise<void> {
       ...claimChecks,
       extractToken: requestToken
     }
-    // `trusted` (the plugin's hook after a signature verifies) is where ended sessions will be refused.
+    // No `trusted` hook: the plugin runs it on its per-request path only, and a token verified by
+    // app.jwt.verify or answered from the cache below would pass it by. A check every token must
+    // pass (ended sessions, a later issue) goes in authenticate.
   })
 
   if (privateKey !== undefined) {

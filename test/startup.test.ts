@@ -8,9 +8,10 @@ import { createDatabase, EMBEDDED, sql, spawnServer } from './helper.js'
 // busy CPU nor a wait for the migration lock may be cut off by that.
 
 t.test('four first starts of the embedded database at once on one CPU all come up', async (t) => {
+  const dir = t.testdir({ 1: {}, 2: {}, 3: {}, 4: {} }) // a fresh, empty DATA_DIR each
   const started = Date.now()
   const servers = [1, 2, 3, 4].map((i) =>
-    spawnServer(t, undefined, { DATA_DIR: t.testdir({ [`server-${i}`]: {} }) + `/server-${i}`, LOG_LEVEL: 'info' }, { cpus: '0', startTimeoutMs: 240_000 }))
+    spawnServer(t, undefined, { DATA_DIR: `${dir}/${i}`, LOG_LEVEL: 'info' }, { cpus: '0', startTimeoutMs: 240_000 }))
   const bases = await Promise.all(servers.map(async (s) => await s.listening))
   const seconds = (Date.now() - started) / 1000
   t.comment(`all four answering after ${seconds.toFixed(1)} s`)
