@@ -92,7 +92,9 @@ export async function buildApp (env: Env, opts: BuildOptions = {}): Promise<Fast
 
   // Settings: @fastify/env validates them with the one schema and decorates app.config.
   try {
-    await app.register(fastifyEnv, { schema: structuredClone(ConfigSchema), data: settings })
+    // env: false: the settings given, never process.env read again behind them (an empty
+    // JWT_SECRET_KEY= dropped by settingsOf would otherwise come back and be refused).
+    await app.register(fastifyEnv, { schema: structuredClone(ConfigSchema), data: settings, env: false })
   } catch (err) {
     throw configError(err, settings)
   }
@@ -130,6 +132,17 @@ export async function buildApp (env: Env, opts: BuildOptions = {}): Promise<Fast
   })
 
   // Load order: settings, database, tokens, error handler, shared plugins, then the capabilities.
+  try {
+    await register(app, config)
+  } catch (err) {
+    // What started (the embedded database, the pool) stops: a failed start leaves nothing running.
+    await app.close().catch(() => {})
+    throw err
+  }
+  return app
+}
+
+async function register (app: FastifyInstance, config: Config): Promise<void> {
   await app.register(database, await openDatabase(app))
   await app.register(tokens)
   registerErrorHandler(app)
@@ -147,5 +160,4 @@ export async function buildApp (env: Env, opts: BuildOptions = {}): Promise<Fast
   await app.register(jwksRoutes)
   await app.register(accountRoutes)
   await app.register(sessionRoutes)
-  return app
 }

@@ -77,7 +77,9 @@ export function configError (err: unknown, data: Record<string, string>): unknow
   const first = (err as { errors?: Array<{ instancePath: string, message?: string, params?: Record<string, unknown> }> }).errors?.[0]
   if (first === undefined) return err
   const name = first.instancePath.replace(/^\//, '') || String(first.params?.missingProperty ?? 'settings')
-  return new ConfigError(`${name}: ${first.message ?? 'invalid value'} (got ${JSON.stringify(data[name] ?? null)})`)
+  // A URL may hold a password, a key is a secret: their values are not repeated in the message.
+  const got = /_URL$|_KEY$|_KEYS|SECRET/.test(name) ? 'value not shown' : `got ${JSON.stringify(data[name] ?? null)}`
+  return new ConfigError(`${name}: ${first.message ?? 'invalid value'} (${got})`)
 }
 
 function validate<T> (schema: TSchema, data: Record<string, string>): T {

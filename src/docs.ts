@@ -8,7 +8,7 @@ import fastifySwaggerUi from '@fastify/swagger-ui'
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string, license: string }
 
 // Operations that take their token from the Authorization header as well as from the body, so
-// the body may be left out (routes.ts, optionalBody). @fastify/swagger marks every body required.
+// the body may be left out (sessions/routes.ts, optionalBody). @fastify/swagger marks every body required.
 const OPTIONAL_BODY: Array<[path: string, method: string]> = [['/auth/refresh', 'post'], ['/auth/sign-out', 'post']]
 
 /**

@@ -159,7 +159,11 @@ async function tokens (app: FastifyInstance): Promise<void> {
   // in another (bench/README.md, ninth round), so the secret keeps the shorter path.
   const staticKey = byKid.size === 0
 
-  /** The key that verifies a token with this header, or an error: the header names a key, never brings one. */
+  /**
+   * The key that verifies a token with this header, or an error: the header names a key, never
+   * brings one. The one place that pins each key's algorithm: the plugin's verify.algorithms is a
+   * single list for all keys.
+   */
   function verificationKey (header: TokenOrHeader): string | AppError {
     const { kid, alg } = 'header' in header ? header.header : header
     if (kid === undefined) return secret !== undefined && alg === 'HS256' ? secret : tokenError('TOKEN_INVALID', 'Token is invalid')
@@ -233,11 +237,13 @@ async function tokens (app: FastifyInstance): Promise<void> {
       claims = staticKey ? app.jwt.verify<Claims>(token) : await request.jwtVerify<Claims>()
     } catch (err) {
       if (err instanceof AppError) throw err
-      const code = (err as { code?: string }).code
+      const code = (err as { code?: unknown }).code
       if (code === 'FST_JWT_AUTHORIZATION_TOKEN_EXPIRED' || code === 'FAST_JWT_EXPIRED') throw tokenError('TOKEN_EXPIRED', 'Token has expired')
-      throw tokenError('TOKEN_INVALID', 'Token is invalid')
+      // The token's fault: 401. Anything else (a broken key, a bug) is a logged 500, not a quiet 401.
+      if (typeof code === 'string' && /^(FAST_JWT|FST_JWT)_/.test(code)) throw tokenError('TOKEN_INVALID', 'Token is invalid')
+      throw err
     }
-    if (claims.type !== type) throw tokenError('TOKEN_INVALID', `Expected a ${type} token`)
+    if (claims.type !== type) throw tokenError('TOKEN_INVALID', `Expected ${type === 'access' ? 'an access' : 'a refresh'} token`)
     if (typeof claims.sub !== 'string' || !UUID.test(claims.sub) || typeof claims.sid !== 'string' ||
       !UUID.test(claims.sid) || typeof claims.jti !== 'string') {
       throw tokenError('TOKEN_INVALID', 'Token is invalid')

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { ConfigError, loadConfig, signingKeys, trustProxy } from '../src/config.js'
-import { pemKeyPair } from './helper.js'
+import { build, claimsOf, createDatabase, newSession, pemKeyPair } from './helper.js'
 
 const base = { DATABASE_URL: 'postgres://u@127.0.0.1:5432/db', JWT_SECRET_KEY: 'k'.repeat(32) }
 
@@ -146,4 +146,25 @@ t.test('a .env file fills in what the environment does not set; empty values the
   t.equal(c.HOST, '0.0.0.0')
   t.equal(c.LOG_LEVEL, 'warn', 'the environment wins over .env')
   t.equal(c.JWT_SECRET_KEY, 'e'.repeat(32))
+})
+
+t.test('the app takes its settings from what it is given, never from process.env behind them', async (t) => {
+  // What a shell or compose file may hold: an empty JWT_SECRET_KEY= (a key-pair deployment) and
+  // settings meant for another process.
+  const saved = { ...process.env }
+  t.teardown(() => { process.env = saved })
+  Object.assign(process.env, { JWT_SECRET_KEY: '', JWT_AUDIENCE: '', JWT_ISSUER: 'from-the-shell' })
+  const key = pemKeyPair('Ed25519')
+  const app = await build(t, await createDatabase(t), { JWT_SECRET_KEY: '', JWT_PRIVATE_KEY: key.privateKey })
+  t.equal(app.config.JWT_SECRET_KEY, undefined, 'an empty value is unset')
+  t.equal(app.config.JWT_ISSUER, 'auth-service', 'not the shell\'s')
+  const { access_token: token } = await newSession(app)
+  t.match(claimsOf(token), { iss: 'auth-service' })
+  t.notOk('aud' in claimsOf(token))
+})
+
+t.test('a bad URL or key is named, its value not repeated (it may hold a password)', async (t) => {
+  t.throws(() => loadConfig({ ...base, DATABASE_URL: 'mysql://user:hunter2@db/x' }), { message: /^DATABASE_URL: .*\(value not shown\)$/ })
+  t.throws(() => loadConfig({ ...base, REDIS_URL: 'http://:hunter2@redis' }), { message: /^REDIS_URL: .*\(value not shown\)$/ })
+  t.throws(() => loadConfig({ ...base, PORT: 'abc' }), { message: /\(got "abc"\)$/ }, 'other values are shown')
 })

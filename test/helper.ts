@@ -168,6 +168,7 @@ export function spawnServer (t: TapLike, databaseUrl: string | undefined, env: R
     }
     child.stdout?.on('data', onData)
     child.on('exit', () => { clearTimeout(timer); reject(new Error(`exited: ${err}`)) })
+    child.on('error', (e) => { clearTimeout(timer); reject(e) }) // taskset or node not found
   })
   listening.catch(() => {}) // a test that expects the start to fail never awaits it
   return { child, listening, output: () => ({ out, err }) }

@@ -32,7 +32,7 @@ export interface DatabaseLocation {
 export async function openDatabase (app: FastifyInstance): Promise<DatabaseLocation> {
   const { config } = app
   if (config.DATABASE_URL !== undefined) {
-    if (config.MIGRATE_ON_START) await runMigrations(config.DATABASE_URL, app.log, { announceLockWait: true })
+    if (config.MIGRATE_ON_START) await runMigrations(config.DATABASE_URL, app.log, { announceLockWait: true, connectTimeoutMs: config.DB_CONNECT_TIMEOUT_MS })
     return { url: config.DATABASE_URL, poolMax: config.DB_POOL_MAX }
   }
   const first = !existsSync(join(config.DATA_DIR, 'pgdata', 'PG_VERSION'))
@@ -41,7 +41,7 @@ export async function openDatabase (app: FastifyInstance): Promise<DatabaseLocat
   app.log.warn({ dataDir: config.DATA_DIR }, 'DATABASE_URL is not set: using an embedded PostgreSQL (PGlite) kept under DATA_DIR, for development and demos')
   try {
     // A single process: nobody else can hold the migration lock.
-    if (config.MIGRATE_ON_START) await runMigrations(db.url, app.log, { announceLockWait: false })
+    if (config.MIGRATE_ON_START) await runMigrations(db.url, app.log, { announceLockWait: false, connectTimeoutMs: config.DB_CONNECT_TIMEOUT_MS })
   } catch (err) {
     await db.close()
     throw err

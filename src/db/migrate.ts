@@ -22,8 +22,9 @@ export function shippedMigrations (): string[] {
  * long as the one holding the lock takes (no time limit: a long migration is not an error).
  * `announceLockWait`: first see whether another process holds the lock, and say so in the log.
  */
-export async function runMigrations (databaseUrl: string, log: FastifyBaseLogger, { announceLockWait }: { announceLockWait: boolean }): Promise<void> {
-  const waited = announceLockWait && await migrationLockHeld(databaseUrl)
+export async function runMigrations (databaseUrl: string, log: FastifyBaseLogger,
+  { announceLockWait, connectTimeoutMs }: { announceLockWait: boolean, connectTimeoutMs: number }): Promise<void> {
+  const waited = announceLockWait && await migrationLockHeld(databaseUrl, connectTimeoutMs)
   if (waited) log.warn('waiting for the migration lock: another process is applying migrations; this one goes on when it is done')
   const applied = await runner({
     databaseUrl,
@@ -35,13 +36,14 @@ export async function runMigrations (databaseUrl: string, log: FastifyBaseLogger
     checkOrder: true,
     log: (msg: string) => log.debug(msg)
   })
-  if (waited) log.info('migration lock released')
+  if (waited) log.info('got the migration lock after waiting; migrations up to date')
   if (applied.length > 0) log.info({ migrations: applied.map((m) => m.name) }, 'migrations applied')
 }
 
 /** Whether another session holds node-pg-migrate's lock right now (taken and let go at once when free). */
-async function migrationLockHeld (databaseUrl: string): Promise<boolean> {
-  const client = new pg.Client({ connectionString: databaseUrl })
+async function migrationLockHeld (databaseUrl: string, connectTimeoutMs: number): Promise<boolean> {
+  const client = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: connectTimeoutMs })
+  client.on('error', () => {}) // a connection lost mid-query fails the query, which is enough
   await client.connect()
   try {
     const { rows } = await client.query<{ got: boolean }>('SELECT pg_try_advisory_lock($1) AS got', [PG_MIGRATE_LOCK_ID])
