@@ -239,8 +239,9 @@ async function tokens (app: FastifyInstance): Promise<void> {
       if (err instanceof AppError) throw err
       const code = (err as { code?: unknown }).code
       if (code === 'FST_JWT_AUTHORIZATION_TOKEN_EXPIRED' || code === 'FAST_JWT_EXPIRED') throw tokenError('TOKEN_EXPIRED', 'Token has expired')
-      // The token's fault: 401. Anything else (a broken key, a bug) is a logged 500, not a quiet 401.
-      if (typeof code === 'string' && /^(FAST_JWT|FST_JWT)_/.test(code)) throw tokenError('TOKEN_INVALID', 'Token is invalid')
+      // The token's fault: 401. fast-jwt throws a RangeError when it formats a claim out of a Date's
+      // range (exp -1e308) for its message. Anything else (a broken key, a bug) is a logged 500.
+      if ((typeof code === 'string' && /^(FAST_JWT|FST_JWT)_/.test(code)) || err instanceof RangeError) throw tokenError('TOKEN_INVALID', 'Token is invalid')
       throw err
     }
     if (claims.type !== type) throw tokenError('TOKEN_INVALID', `Expected ${type === 'access' ? 'an access' : 'a refresh'} token`)

@@ -195,6 +195,15 @@ t.test('an expired token → 401 TOKEN_EXPIRED; expired and badly signed → TOK
   }
 })
 
+t.test('claims out of a date\'s range (exp -1e308, nbf 1e308), genuinely signed → 401 TOKEN_INVALID, never a 500', async (t) => {
+  // fast-jwt formats these as dates in its error message, and a Date that far out throws a RangeError.
+  for (const on of targets) {
+    for (const odd of [{ exp: -1e308 }, { nbf: 1e308 }]) {
+      await rejects(t, on, (claims) => jws(on.header, { ...claims, ...odd }, on.sign), 'TOKEN_INVALID', JSON.stringify(odd))
+    }
+  }
+})
+
 t.test('after every attack, the victims\' sessions are untouched: their refresh tokens still work', async (t) => {
   for (const on of targets) {
     t.equal((await refresh(on.app, on.victim.refresh_token)).statusCode, 200, on.name)
