@@ -70,11 +70,12 @@ else
   check_compose "config (default services)" --
   check_compose "config --profile proxy" APP_PORTS=127.0.0.1::5000 -- --profile proxy
   check_compose "config --profile redis" -- --profile redis
+  check_compose "config --profile mail" -- --profile mail
   # The documented start: cp .env.example .env (plus a secret) must give a valid file too.
   { cat .env.example; printf 'JWT_SECRET_KEY=%s\n' "$secret"; } > "$tmp/compose/.env"
-  check_compose "config with .env copied from .env.example" -- --profile proxy --profile redis
-  services=$(cd "$tmp/compose" && "${compose[@]}" --profile proxy --profile redis config --services 2>/dev/null | sort | tr '\n' ' ')
-  if [ "$services" = "app db nginx redis " ]; then pass "services: $services"; else fail "services: expected app db nginx redis, got: $services"; fi
+  check_compose "config with .env copied from .env.example" -- --profile proxy --profile redis --profile mail
+  services=$(cd "$tmp/compose" && "${compose[@]}" --profile proxy --profile redis --profile mail config --services 2>/dev/null | sort | tr '\n' ' ')
+  if [ "$services" = "app db mailpit nginx redis " ]; then pass "services: $services"; else fail "services: expected app db mailpit nginx redis, got: $services"; fi
 fi
 
 echo "== deploy/nginx.conf"

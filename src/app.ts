@@ -14,13 +14,19 @@ import observe, { createMetrics } from './observe.js'
 import rateLimits from './rate-limit.js'
 import { registerDocs } from './docs.js'
 import { ErrorBody } from './schemas.js'
-import accountRoutes from './account/routes.js'
+import accountRoutes, { createProfileCache } from './account/routes.js'
 import sessionRoutes from './sessions/routes.js'
+import recoveryRoutes from './recovery/routes.js'
+import { deliverMail } from './recovery/mail.js'
+import { createMailer, mailEnabled } from './mail.js'
+import { startOutbox, type Deliver, type OutboxSender } from './db/outbox.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
     /** The settings, validated by @fastify/env against ConfigSchema. */
     config: Config
+    /** This replica's outbox sender: kick() after a commit that queued mail. */
+    outbox: OutboxSender
   }
 }
 
@@ -156,8 +162,27 @@ async function register (app: FastifyInstance, config: Config): Promise<void> {
   await app.register(rateLimits)
   startPruning(app)
 
+  // Mail goes through the outbox: queued with the change it reports, delivered after the commit.
+  const mail = mailEnabled(config) ? createMailer(config, app.log) : null
+  if (mail === null) app.log.warn('SMTP_URL is not set in production: no mail is sent, and the email endpoints (verification, password reset, email change) are off')
+  else app.addHook('onClose', async () => { mail.close() })
+  const handlers: Record<string, Deliver> = {}
+  if (mail !== null) {
+    handlers.mail = async (row) => {
+      try {
+        if (await deliverMail(app.pg.pool, config, mail, row) === 'sent') metrics?.mailSent.inc()
+      } catch (err) {
+        metrics?.mailFailed.inc()
+        throw err
+      }
+    }
+  }
+  app.decorate('outbox', startOutbox(app, handlers))
+  app.decorate('profiles', createProfileCache())
+
   await app.register(healthRoutes)
   await app.register(jwksRoutes)
   await app.register(accountRoutes)
   await app.register(sessionRoutes)
+  if (mail !== null) await app.register(recoveryRoutes)
 }

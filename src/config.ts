@@ -48,6 +48,16 @@ export const ConfigSchema = Type.Object({
   AUDIT_RETENTION_DAYS: Type.Integer({ minimum: 1, maximum: 36_500, default: 90 }),
   PRUNE_INTERVAL_SECONDS: Type.Integer({ minimum: 0, maximum: 604_800, default: 3600, description: '0 turns the periodic job off' }),
 
+  SMTP_URL: Type.Optional(Type.String({ pattern: '^smtps?://', description: 'smtp://[user:pass@]host:port (STARTTLS when offered) or smtps://; unset outside production: mail goes to DATA_DIR/mail/' })),
+  EMAIL_FROM: Type.String({ default: 'auth-service <no-reply@localhost>', minLength: 3 }),
+  PUBLIC_URL: Type.Optional(Type.String({ pattern: '^https?://', description: "the service's external base URL; default http://localhost:<PORT>" })),
+  EMAIL_LINK_URL: Type.Optional(Type.String({ pattern: '^https?://', description: 'the page mailed links open; default PUBLIC_URL + /auth/confirm' })),
+  EMAIL_VERIFICATION: Type.Union(['off', 'optional', 'required'].map((v) => Type.Literal(v)), { default: 'optional' }),
+  EMAIL_VERIFY_TTL: Seconds(86_400, 'lifetime of verify-email and change-email links'),
+  PASSWORD_RESET_TTL: Seconds(3600, 'lifetime of reset-password links'),
+  EMAIL_COOLDOWN: Type.Integer({ minimum: 0, maximum: 86_400, default: 60, description: 'seconds between two mails of a kind to one address' }),
+  RATE_LIMIT_EMAIL: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 20, description: 'forgot, resend and email-change requests per client IP per minute' }),
+
   PASSWORD_MIN_LENGTH: Type.Integer({ minimum: 1, maximum: 1024, default: 8 }),
   ARGON2_MEMORY_KIB: Type.Integer({ minimum: 1024, maximum: 1_048_576, default: 19_456 }),
   ARGON2_ITERATIONS: Type.Integer({ minimum: 1, maximum: 20, default: 2 }),
@@ -116,9 +126,19 @@ export function checkConfig (config: Config): void {
     if (config.JWT_SECRET_KEY === undefined && config.JWT_PRIVATE_KEY === undefined) {
       throw new ConfigError('JWT_SECRET_KEY: required when NODE_ENV=production (or JWT_PRIVATE_KEY); generate one with: openssl rand -base64 48')
     }
+    if (config.SMTP_URL === undefined && config.EMAIL_VERIFICATION === 'required') {
+      throw new ConfigError('EMAIL_VERIFICATION: required needs SMTP_URL when NODE_ENV=production (no mail could verify an address)')
+    }
   }
   if (config.JWT_ACCESS_TTL > config.JWT_REFRESH_TTL) {
     throw new ConfigError('JWT_ACCESS_TTL: must not be longer than JWT_REFRESH_TTL')
+  }
+  if (!/^[^\p{Cc}]*?<?[^\s@<>]+@[^\s@<>]+>?$/u.test(config.EMAIL_FROM.trim())) {
+    throw new ConfigError(`EMAIL_FROM: not an address, like: auth-service <no-reply@example.com> (got ${JSON.stringify(config.EMAIL_FROM)})`)
+  }
+  for (const name of ['SMTP_URL', 'PUBLIC_URL', 'EMAIL_LINK_URL'] as const) {
+    const value = config[name]
+    if (value !== undefined && !URL.canParse(value)) throw new ConfigError(`${name}: not a valid URL (value not shown)`)
   }
   trustProxy(config) // validates the value
   signingKeys(config) // parses the keys, so that a bad one stops the start

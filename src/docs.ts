@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
 import type { FastifyInstance } from 'fastify'
+import { mailEnabled } from './mail.js'
 import fastifySwagger from '@fastify/swagger'
 import fastifySwaggerUi from '@fastify/swagger-ui'
 
@@ -42,6 +43,8 @@ export async function registerDocs (app: FastifyInstance): Promise<void> {
       servers: [{ url: '/', description: 'This service' }],
       tags: [
         { name: 'auth', description: 'Accounts, tokens and sessions' },
+        // Without mail (production without SMTP_URL) its operations do not exist.
+        ...(mailEnabled(app.config) ? [{ name: 'email', description: 'Verification, password reset and email change: mailed links' }] : []),
         { name: 'service', description: 'Health and operations' }
       ],
       components: {

@@ -7,6 +7,7 @@ export type ErrorCode =
   | 'TOKEN_MISSING' | 'TOKEN_INVALID' | 'TOKEN_EXPIRED' | 'TOKEN_REVOKED'
   | 'RATE_LIMITED' | 'PAYLOAD_TOO_LARGE' | 'UNSUPPORTED_MEDIA_TYPE' | 'NOT_FOUND'
   | 'SERVICE_UNAVAILABLE' | 'INTERNAL'
+  | 'EMAIL_NOT_VERIFIED' | 'MFA_REQUIRED' | 'MFA_ALREADY_ENABLED' | 'ACCOUNT_DISABLED'
 
 /** An error meant for the client: its status, code and message are sent as they are. */
 export class AppError extends Error {

@@ -2,6 +2,7 @@ import fp from 'fastify-plugin'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Db } from './db/index.js'
+import { waiting } from './db/outbox.js'
 import { httpErrors, noAuth } from './schemas.js'
 
 /** What an auth request amounted to: set by handlers, or by the error handler from the error code. */
@@ -15,15 +16,10 @@ declare module 'fastify' {
   interface FastifyRequest {
     event: AuthEvent | null
   }
-}
-
-const ACTIONS: Record<string, string> = {
-  '/auth/sign-up': 'sign_up',
-  '/auth/sign-in': 'sign_in',
-  '/auth/refresh': 'refresh',
-  '/auth/sign-out': 'sign_out',
-  '/auth/sessions/:id': 'session_revoke',
-  '/auth/password': 'password'
+  interface FastifyContextConfig {
+    /** The route's name in auth_outcomes_total and the audit trail (sign_in, password_reset, ...). */
+    action?: string
+  }
 }
 
 // The security events kept in audit_events, by action and outcome.
@@ -36,7 +32,13 @@ const AUDITED: Record<string, string> = {
   'sign_out:success': 'sign-out',
   'session_revoke:success': 'session-revoke',
   'password:success': 'password-change',
-  'password:invalid_credentials': 'password-change-failed'
+  'password:invalid_credentials': 'password-change-failed',
+  'email_verify:verified': 'email-verify',
+  'email_verify:changed': 'email-change',
+  'email_change:success': 'email-change-request',
+  'password_forgot:success': 'password-reset-request',
+  'password_reset:success': 'password-reset',
+  'account_delete:success': 'account-delete'
 }
 
 export type Metrics = ReturnType<typeof createMetrics>
@@ -104,6 +106,8 @@ export function createMetrics () {
       labelNames: ['action', 'outcome'],
       registers
     }),
+    mailSent: new Counter({ name: 'auth_mail_sent_total', help: 'Mail handed to the mail server (or the development outbox)', registers }),
+    mailFailed: new Counter({ name: 'auth_mail_failed_total', help: 'Failed mail delivery attempts (each is retried, for at least 24 hours)', registers }),
     argon2: new Histogram({
       name: 'auth_argon2_duration_seconds',
       help: 'Time of each argon2 hash or verify, queueing excluded',
@@ -135,6 +139,16 @@ async function observe (app: FastifyInstance, { metrics, queueDepth }: { metrics
         this.set({ state: 'waiting' }, pool.waitingCount)
       }
     })
+    // eslint-disable-next-line no-new
+    new Gauge({
+      name: 'auth_mail_waiting',
+      help: 'Mail in the outbox, not yet delivered',
+      registers,
+      async collect () {
+        // A scrape while the database is away keeps the last value.
+        try { this.set(await waiting(app.pg.pool, 'mail')) } catch {}
+      }
+    })
     const schema = {
       tags: ['service'],
       operationId: 'getMetrics',
@@ -156,7 +170,7 @@ async function observe (app: FastifyInstance, { metrics, queueDepth }: { metrics
   function record (request: FastifyRequest, reply: FastifyReply): void {
     const route = request.routeOptions.url ?? 'unmatched'
     metrics?.http.observe(request.method, route, reply.statusCode, reply.elapsedTime / 1000)
-    const action = ACTIONS[route]
+    const action = request.routeOptions.config.action
     if (action === undefined) return
     const event = request.event ?? { outcome: reply.statusCode < 400 ? 'success' : `status_${reply.statusCode}` }
     metrics?.outcomes.inc({ action, outcome: event.outcome })

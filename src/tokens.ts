@@ -86,6 +86,9 @@ export const nextTokenId = (jti: string): string => hash('sha256', 'rotate:' + j
 /** What the database keeps of a refresh token: the SHA-256 of its id, never the token. */
 export const tokenHash = (jti: string): Buffer => hash('sha256', jti, 'buffer')
 
+/** What the database keeps of a mailed token (verify, reset, email change): its SHA-256, never the token. */
+export const emailTokenHash = (token: string): Buffer => hash('sha256', token, 'buffer')
+
 /**
  * The token of an `Authorization: Bearer <token>` header. The scheme is case-insensitive and
  * may be followed by several spaces (RFC 7235); anything after the token is refused.

@@ -20,7 +20,13 @@ t.test('defaults follow the contract', async (t) => {
     ARGON2_PARALLELISM: 1,
     MIGRATE_ON_START: true,
     DATA_DIR: './data',
-    LOG_LEVEL: 'info'
+    LOG_LEVEL: 'info',
+    EMAIL_FROM: 'auth-service <no-reply@localhost>',
+    EMAIL_VERIFICATION: 'optional',
+    EMAIL_VERIFY_TTL: 86400,
+    PASSWORD_RESET_TTL: 3600,
+    EMAIL_COOLDOWN: 60,
+    RATE_LIMIT_EMAIL: 20
   })
   t.equal(c.JWT_AUDIENCE, undefined)
 })
@@ -47,7 +53,15 @@ t.test('a bad setting → one line naming the variable and why', async (t) => {
     [{ DATABASE_URL: 'mysql://x' }, 'DATABASE_URL'],
     [{ JWT_SECRET_KEY: 'short' }, 'JWT_SECRET_KEY'],
     [{ TRUST_PROXY: 'some proxy' }, 'TRUST_PROXY'],
-    [{ JWT_ACCESS_TTL: '100', JWT_REFRESH_TTL: '50' }, 'JWT_ACCESS_TTL']
+    [{ JWT_ACCESS_TTL: '100', JWT_REFRESH_TTL: '50' }, 'JWT_ACCESS_TTL'],
+    [{ SMTP_URL: 'http://mail' }, 'SMTP_URL'],
+    [{ SMTP_URL: 'smtp://[bad' }, 'SMTP_URL'],
+    [{ EMAIL_FROM: 'nobody' }, 'EMAIL_FROM'],
+    [{ EMAIL_VERIFICATION: 'sometimes' }, 'EMAIL_VERIFICATION'],
+    [{ EMAIL_LINK_URL: 'javascript:alert(1)' }, 'EMAIL_LINK_URL'],
+    [{ PUBLIC_URL: 'localhost:5000' }, 'PUBLIC_URL'],
+    [{ EMAIL_COOLDOWN: '-1' }, 'EMAIL_COOLDOWN'],
+    [{ NODE_ENV: 'production', EMAIL_VERIFICATION: 'required' }, 'EMAIL_VERIFICATION']
   ]
   for (const [env, name] of cases) {
     t.throws(() => loadConfig({ ...base, ...env }), ConfigError, name)
@@ -166,5 +180,6 @@ t.test('the app takes its settings from what it is given, never from process.env
 t.test('a bad URL or key is named, its value not repeated (it may hold a password)', async (t) => {
   t.throws(() => loadConfig({ ...base, DATABASE_URL: 'mysql://user:hunter2@db/x' }), { message: /^DATABASE_URL: .*\(value not shown\)$/ })
   t.throws(() => loadConfig({ ...base, REDIS_URL: 'http://:hunter2@redis' }), { message: /^REDIS_URL: .*\(value not shown\)$/ })
+  t.throws(() => loadConfig({ ...base, SMTP_URL: 'smtp://user:hunter2@[bad' }), { message: /^SMTP_URL: .*\(value not shown\)$/ })
   t.throws(() => loadConfig({ ...base, PORT: 'abc' }), { message: /\(got "abc"\)$/ }, 'other values are shown')
 })

@@ -59,7 +59,7 @@ t.test('GET /docs/json → 200, a valid OpenAPI 3 document', async (t) => {
   await t.resolves(SwaggerParser.validate(structuredClone(doc)), 'valid against the OpenAPI 3 schema')
   t.match(doc.info, { title: 'auth-service', version: /^\d+\.\d+\.\d+/, description: String })
   t.match(doc.components.securitySchemes.bearerAuth, { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' })
-  t.same(doc.tags.map((tag: { name: string }) => tag.name).sort(), ['auth', 'service'])
+  t.same(doc.tags.map((tag: { name: string }) => tag.name).sort(), ['auth', 'email', 'service'])
   t.match(doc.components.schemas.ErrorBody, { required: ['statusCode', 'error', 'code', 'message'] })
 })
 
@@ -110,6 +110,13 @@ const OPERATION_IDS: Record<string, string> = {
   'GET /auth/sessions': 'listSessions',
   'DELETE /auth/sessions/{id}': 'revokeSession',
   'POST /auth/password': 'changePassword',
+  'DELETE /auth/me': 'deleteAccount',
+  'GET /auth/confirm': 'confirmPage',
+  'POST /auth/email/verify': 'verifyEmail',
+  'POST /auth/email/verify/resend': 'resendVerification',
+  'POST /auth/password/forgot': 'forgotPassword',
+  'POST /auth/password/reset': 'resetPassword',
+  'POST /auth/email': 'changeEmail',
   'GET /health': 'checkHealth',
   'GET /health/ready': 'checkReadiness',
   'GET /.well-known/jwks.json': 'getJwks',

@@ -1,6 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { generateKeyPairSync, randomBytes, randomUUID, type KeyObject } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import pg from 'pg'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
@@ -52,12 +54,16 @@ export async function createDatabase (t: TapLike): Promise<string> {
   return url.toString()
 }
 
+// Local state of test apps (the development mail outbox), never the project's ./data.
+export const TEST_DATA_DIR = mkdtempSync(join(tmpdir(), 'auth-test-'))
+process.on('exit', () => { rmSync(TEST_DATA_DIR, { recursive: true, force: true }) })
+
 /** Settings for a test app: the production loader, with the test's database and secret. */
 export function testEnv (databaseUrl: string, env: Record<string, string> = {}): Record<string, string> {
   // An embedded database serves a single connection (src/db/embedded.ts).
   // Per-IP rate limits would trip the many requests tests send from one address: they are
   // off here, and on in the tests about them.
-  return { DATABASE_URL: databaseUrl, JWT_SECRET_KEY: SECRET, LOG_LEVEL: 'silent', RATE_LIMIT_ENABLED: 'false', ...(EMBEDDED ? { DB_POOL_MAX: '1' } : {}), ...env }
+  return { DATABASE_URL: databaseUrl, JWT_SECRET_KEY: SECRET, LOG_LEVEL: 'silent', RATE_LIMIT_ENABLED: 'false', DATA_DIR: TEST_DATA_DIR, ...(EMBEDDED ? { DB_POOL_MAX: '1' } : {}), ...env }
 }
 
 /** Builds the app exactly as server.ts does (same loader, same buildApp), closed at teardown. */

@@ -63,6 +63,9 @@ t.test('pruning removes exactly what is due and keeps the rest', async (t) => {
                   VALUES ($1, '10.0.0.1', 3, now() - interval '2 days'), ($2, '10.0.0.1', 3, now())`, [stale, fresh])
   await db.query(`INSERT INTO sign_in_email_failures (email, window_start, failures)
                   VALUES ($1, now() - interval '2 hours', 3), ($2, now(), 3)`, [stale, fresh])
+  await db.query('INSERT INTO email_cooldowns (email, purpose, until) VALUES ($1, \'reset-password\', now() - interval \'1 second\'), ($2, \'reset-password\', now() + interval \'1 minute\')', [stale, fresh])
+  await db.query(`INSERT INTO email_tokens (token_hash, user_id, purpose, email, expires_at)
+                  VALUES ('\\x01', $1, 'reset-password', $2, now() - interval '1 second'), ('\\x02', $1, 'reset-password', $2, now() + interval '1 hour')`, [user.id, user.email])
   await settle()
 
   const result = await prune(db, 90)
@@ -74,6 +77,8 @@ t.test('pruning removes exactly what is due and keeps the rest', async (t) => {
   t.same(events.map((r) => r.event), ['recent'])
   const throttled = await db.query('SELECT email FROM sign_in_throttle WHERE email IN ($1, $2) UNION ALL SELECT email FROM sign_in_email_failures WHERE email IN ($1, $2)', [stale, fresh])
   t.same(throttled.rows.map((r) => r.email), [fresh, fresh], 'stale throttle rows go, live ones stay')
+  t.same((await db.query('SELECT email FROM email_cooldowns WHERE email IN ($1, $2)', [stale, fresh])).rows.map((r) => r.email), [fresh], 'past cooldowns go')
+  t.same((await db.query("SELECT encode(token_hash, 'hex') AS h FROM email_tokens WHERE user_id = $1 AND length(token_hash) = 1", [user.id])).rows.map((r) => r.h), ['02'], 'expired mailed tokens go')
   t.equal((await refresh(app, (await app.inject({ method: 'POST', url: '/auth/sign-in', payload: { email: user.email, password: PASSWORD } })).json().refresh_token)).statusCode, 200, 'the service goes on')
 })
 

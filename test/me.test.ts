@@ -30,15 +30,15 @@ const resigned = (token: string, change: Record<string, unknown> = {}, drop: str
   return sign(claims)
 }
 
-t.test('me → 200 with exactly id, username, email and an ISO 8601 created_at', async (t) => {
+t.test('me → 200 with exactly id, username, email, email_verified, mfa_enabled and an ISO 8601 created_at', async (t) => {
   const user = await signUp(app, { name: 'Me Myself' })
   const { access_token: token } = await signIn(app, user.email)
   const res = await me(`Bearer ${token}`)
   t.equal(res.statusCode, 200)
   t.equal(res.headers['content-type'], 'application/json; charset=utf-8')
   const body = res.json()
-  t.same(Object.keys(body).sort(), ['created_at', 'email', 'id', 'username'])
-  t.match(body, { id: user.id, username: 'Me Myself', email: user.email })
+  t.same(Object.keys(body).sort(), ['created_at', 'email', 'email_verified', 'id', 'mfa_enabled', 'username'])
+  t.match(body, { id: user.id, username: 'Me Myself', email: user.email, email_verified: false, mfa_enabled: false })
   t.match(body.created_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/)
   t.ok(Math.abs(Date.parse(body.created_at) - Date.now()) < 60_000, 'created_at is the sign-up time')
 })

@@ -18,8 +18,8 @@ t.test('the original curl call (with a policy-meeting password) → 201 with the
   t.equal(res.headers['content-type'], 'application/json; charset=utf-8')
   const body = res.json()
   t.equal(body.msg, 'User registered successfully')
-  t.match(body.user, { id: String, username: 'usuario_test', email })
-  t.same(Object.keys(body.user).sort(), ['email', 'id', 'username'], 'no hash or other field leaves')
+  t.match(body.user, { id: String, username: 'usuario_test', email, email_verified: false })
+  t.same(Object.keys(body.user).sort(), ['email', 'email_verified', 'id', 'username'], 'no hash or other field leaves')
 })
 
 t.test('sign-up trims name and email and stores the email lower-cased', async (t) => {

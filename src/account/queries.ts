@@ -6,17 +6,27 @@ export interface User {
   id: string
   name: string
   email: string
+  email_verified_at: Date | null
   created_at: Date
 }
 
-/** The new user, or undefined when the (lower-cased) email is taken. */
-export async function insertUser (db: Db, u: { name: string, email: string, passwordHash: string }): Promise<User | undefined> {
+/**
+ * The new user, or undefined when the (lower-cased) email is taken. With `verify`, a verification
+ * link is queued for the address in the same statement.
+ */
+export async function insertUser (db: Db, u: { name: string, email: string, passwordHash: string, verify: boolean }): Promise<User | undefined> {
   const { rows } = await db.query<User>({
     name: 'insert-user',
-    text: `INSERT INTO users (name, email, password_hash) VALUES ($1, $2, $3)
-           ON CONFLICT (email) DO NOTHING
-           RETURNING id, name, email, created_at`,
-    values: [u.name, u.email, u.passwordHash]
+    text: `WITH inserted AS (
+             INSERT INTO users (name, email, password_hash) VALUES ($1, $2, $3)
+             ON CONFLICT (email) DO NOTHING
+             RETURNING id, name, email, email_verified_at, created_at
+           ), queued AS (
+             INSERT INTO outbox (kind, payload)
+             SELECT 'mail', jsonb_build_object('template', 'verify-email', 'to', email, 'user_id', id) FROM inserted WHERE $4
+           )
+           SELECT * FROM inserted`,
+    values: [u.name, u.email, u.passwordHash, u.verify]
   })
   return rows[0]
 }
@@ -24,10 +34,29 @@ export async function insertUser (db: Db, u: { name: string, email: string, pass
 export async function findUserById (db: Db, id: string): Promise<User | undefined> {
   const { rows } = await db.query<User>({
     name: 'find-user-by-id',
-    text: 'SELECT id, name, email, created_at FROM users WHERE id = $1',
+    text: 'SELECT id, name, email, email_verified_at, created_at FROM users WHERE id = $1',
     values: [id]
   })
   return rows[0]
+}
+
+/**
+ * Deletes the user if the password hash is still the one that was verified: sessions and mailed
+ * tokens go with it (ON DELETE CASCADE), and so does mail still queued for it. Audit rows keep the
+ * user id, and never held the email. False when nothing was deleted.
+ */
+export async function deleteUser (db: Db, id: string, passwordHash: string): Promise<boolean> {
+  const { rows } = await db.query({
+    name: 'delete-user',
+    text: `WITH deleted AS (
+             DELETE FROM users WHERE id = $1 AND password_hash = $2 RETURNING id
+           ), unsent AS (
+             DELETE FROM outbox WHERE kind = 'mail' AND payload->>'user_id' IN (SELECT id::text FROM deleted)
+           )
+           SELECT id FROM deleted`,
+    values: [id, passwordHash]
+  })
+  return rows.length > 0
 }
 
 export async function findPasswordHash (db: Db, userId: string): Promise<string | undefined> {
@@ -40,7 +69,7 @@ export async function findPasswordHash (db: Db, userId: string): Promise<string 
 }
 
 /**
- * Sets the new hash and ends every other live session of the user, in one atomic statement;
+ * Sets the new hash, ends every other live session of the user and voids reset links, in one atomic statement;
  * the session `keepSid` (the one making the change) goes on. The hash is replaced only if it
  * is still the one that was verified: of two concurrent changes, the second finds it changed
  * and nothing happens (false).
@@ -55,6 +84,12 @@ export async function changePassword (db: Db, c: { userId: string, oldHash: stri
            ), ended AS (
              UPDATE sessions SET revoked_at = now(), revoked_reason = 'password-change'
              WHERE user_id IN (SELECT id FROM changed) AND id <> $4 AND revoked_at IS NULL
+           ), voided AS (
+             -- Reset links mailed or queued before the change are void.
+             DELETE FROM email_tokens WHERE user_id IN (SELECT id FROM changed) AND purpose = 'reset-password'
+           ), unsent AS (
+             DELETE FROM outbox
+             WHERE kind = 'mail' AND payload->>'template' = 'reset-password' AND payload->>'user_id' IN (SELECT id::text FROM changed)
            )
            SELECT EXISTS (SELECT 1 FROM changed) AS changed`,
     values: [c.userId, c.oldHash, c.newHash, c.keepSid]

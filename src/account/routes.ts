@@ -6,7 +6,8 @@ import { AppError, tokenError, validationFailed } from '../errors.js'
 import { rateLimit } from '../rate-limit.js'
 import { passwordPolicyError, UNPAIRED } from '../passwords.js'
 import { bearerAuth, CONTROL, EMAIL, ErrorReply, errorReplies, noAuth } from '../schemas.js'
-import { MeReply, PasswordBody, SignUpBody, SignUpReply } from './schemas.js'
+import { mailEnabled } from '../mail.js'
+import { DeleteAccountBody, MeReply, PasswordBody, SignUpBody, SignUpReply } from './schemas.js'
 import * as q from './queries.js'
 
 function signUpFields (body: SignUpBody, minLength: number): { name: string, email: string } {
@@ -22,18 +23,32 @@ function signUpFields (body: SignUpBody, minLength: number): { name: string, ema
   return { name, email: email.toLowerCase() }
 }
 
-/** The account: sign-up, the signed-in user (`me`), password change. */
+/** What `me` answers. */
+export interface Profile { id: string, username: string, email: string, email_verified: boolean, mfa_enabled: boolean, created_at: string }
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /**
+     * `me` answers from this cache, by user id: a database round trip per call would halve its
+     * rate (bench/README.md). Whatever changes a profile (verification, an email change, deletion)
+     * deletes its entry here; on other replicas entries expire after a minute.
+     */
+    profiles: LruMap<Profile>
+  }
+}
+
+export const createProfileCache = (): LruMap<Profile> => new LruMap<Profile>(10_000, 60_000)
+
+/** The account: sign-up, the signed-in user (`me`), password change, deletion. */
 export default async function accountRoutes (fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
-  const { config, passwords, tokens } = app
+  const { config, passwords, tokens, outbox, profiles } = app
   const db = app.pg.pool
-  // `me` answers from this cache: name, email and creation time never change through the API,
-  // so a database round trip per call buys nothing (the measured ceiling: bench/README.md).
-  // Entries expire after a minute, so a user removed in the database is gone within that time.
-  const profiles = new LruMap<{ id: string, username: string, email: string, created_at: string }>(10_000, 60_000)
+  // Unless verification is off, sign-up mails a link (when mail can go out at all).
+  const verifyAtSignUp = config.EMAIL_VERIFICATION !== 'off' && mailEnabled(config)
 
   app.post('/auth/sign-up', {
-    config: rateLimit(fastify, config.RATE_LIMIT_SIGN_UP),
+    config: { action: 'sign_up', ...rateLimit(fastify, config.RATE_LIMIT_SIGN_UP) },
     schema: {
       tags: ['auth'],
       operationId: 'signUp',
@@ -45,13 +60,14 @@ export default async function accountRoutes (fastify: FastifyInstance): Promise<
   }, async (request, reply) => {
     const { name, email } = signUpFields(request.body, config.PASSWORD_MIN_LENGTH)
     const passwordHash = await passwords.hash(request.body.password)
-    const user = await q.insertUser(db, { name, email, passwordHash })
+    const user = await q.insertUser(db, { name, email, passwordHash, verify: verifyAtSignUp })
     if (user === undefined) throw new AppError(409, 'EMAIL_TAKEN', 'An account with this email already exists')
+    if (verifyAtSignUp) outbox.kick()
     request.event = { outcome: 'success', userId: user.id }
     request.log.info({ userId: user.id }, 'user signed up')
     return await reply.code(201).send({
       msg: 'User registered successfully',
-      user: { id: user.id, username: user.name, email: user.email }
+      user: { id: user.id, username: user.name, email: user.email, email_verified: false }
     })
   })
 
@@ -70,7 +86,14 @@ export default async function accountRoutes (fastify: FastifyInstance): Promise<
     if (profile === undefined) {
       const user = await q.findUserById(db, sub)
       if (user === undefined) throw tokenError('TOKEN_INVALID', 'User no longer exists')
-      profile = { id: user.id, username: user.name, email: user.email, created_at: user.created_at.toISOString() }
+      profile = {
+        id: user.id,
+        username: user.name,
+        email: user.email,
+        email_verified: user.email_verified_at !== null,
+        mfa_enabled: false, // no second factor can be enrolled yet
+        created_at: user.created_at.toISOString()
+      }
       profiles.set(sub, profile)
     }
     return profile
@@ -78,7 +101,7 @@ export default async function accountRoutes (fastify: FastifyInstance): Promise<
 
   app.post('/auth/password', {
     // Guessing the current password with a stolen access token costs what a sign-in does.
-    config: rateLimit(fastify, config.RATE_LIMIT_SIGN_IN),
+    config: { action: 'password', ...rateLimit(fastify, config.RATE_LIMIT_SIGN_IN) },
     schema: {
       tags: ['auth'],
       operationId: 'changePassword',
@@ -115,6 +138,43 @@ export default async function accountRoutes (fastify: FastifyInstance): Promise<
     }
     request.event = { outcome: 'success', userId: sub, sessionId: sid }
     request.log.info({ userId: sub, sessionId: sid }, 'password changed; other sessions ended')
+    return await reply.code(204).send(null)
+  })
+
+  app.delete('/auth/me', {
+    // Guessing the password with a stolen access token costs what a sign-in does.
+    config: { action: 'account_delete', ...rateLimit(fastify, config.RATE_LIMIT_SIGN_IN) },
+    schema: {
+      tags: ['auth'],
+      operationId: 'deleteAccount',
+      summary: 'Delete the account, with its password',
+      description: 'Send the access token as `Authorization: Bearer <access_token>`. The account and every session are ' +
+        'gone at once (refresh tokens answer 401 TOKEN_REVOKED), and the email is free for a new sign-up. The audit ' +
+        'trail keeps the user id, never the email.',
+      security: bearerAuth,
+      body: DeleteAccountBody,
+      response: {
+        204: Type.Null({ description: 'Account deleted' }),
+        ...errorReplies(400, 413, 415, 429, 503),
+        401: ErrorReply(401, 'INVALID_CREDENTIALS: the password is wrong; or TOKEN_MISSING, TOKEN_INVALID, TOKEN_EXPIRED')
+      }
+    }
+  }, async (request, reply) => {
+    const { sub, sid } = await tokens.authenticate(request, 'access')
+    const stored = await q.findPasswordHash(db, sub)
+    if (stored === undefined) throw tokenError('TOKEN_INVALID', 'User no longer exists')
+    if (!await passwords.verify(stored, request.body.password)) {
+      request.event = { outcome: 'invalid_credentials', userId: sub, sessionId: sid }
+      throw new AppError(401, 'INVALID_CREDENTIALS', 'The password is wrong')
+    }
+    if (!await q.deleteUser(db, sub, stored)) {
+      // The password changed since it was verified: the check above is stale.
+      request.event = { outcome: 'invalid_credentials', userId: sub, sessionId: sid }
+      throw new AppError(401, 'INVALID_CREDENTIALS', 'The password has just been changed; try again')
+    }
+    profiles.delete(sub)
+    request.event = { outcome: 'success', userId: sub, sessionId: sid }
+    request.log.info({ userId: sub }, 'account deleted')
     return await reply.code(204).send(null)
   })
 }

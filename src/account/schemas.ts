@@ -12,13 +12,15 @@ export type SignUpBody = Static<typeof SignUpBody>
 
 export const SignUpReply = Type.Object({
   msg: Type.String(),
-  user: Type.Object({ id: Type.String(), username: Type.String(), email: Type.String() })
+  user: Type.Object({ id: Type.String(), username: Type.String(), email: Type.String(), email_verified: Type.Boolean() })
 }, { description: 'Registered' })
 
 export const MeReply = Type.Object({
   id: Type.String(),
   username: Type.String(),
   email: Type.String(),
+  email_verified: Type.Boolean({ description: 'The address has been confirmed from a mailed link' }),
+  mfa_enabled: Type.Boolean({ description: 'A second factor is enrolled' }),
   created_at: Type.String({ format: 'date-time' })
 }, { description: 'The user of the access token' })
 
@@ -28,3 +30,6 @@ export const PasswordBody = Type.Object({
   new_password: Type.String({ maxLength: 1024, description: 'At least PASSWORD_MIN_LENGTH (8) characters, at most 1024; not a common password; never trimmed', examples: ['a new horse battery staple'] })
 })
 export type PasswordBody = Static<typeof PasswordBody>
+
+export const DeleteAccountBody = Type.Object({ password: Password })
+export type DeleteAccountBody = Static<typeof DeleteAccountBody>

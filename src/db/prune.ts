@@ -5,11 +5,11 @@ const SESSION_RETENTION_DAYS = 7
 // Any number shared by every replica: the advisory lock that lets one of them prune at a time.
 const PRUNE_LOCK = 7_316_540_021
 
-export interface PruneResult { sessions: number, auditEvents: number, throttleRows: number }
+export interface PruneResult { sessions: number, auditEvents: number, throttleRows: number, emailRows: number }
 
 /**
  * Deletes sessions that ended (expired or revoked) over a week ago, audit events older than
- * `auditRetentionDays` and stale sign-in throttle rows. Safe with several replicas: the one holding the advisory lock prunes,
+ * `auditRetentionDays`, stale sign-in throttle rows, expired mailed tokens and past cooldowns. Safe with several replicas: the one holding the advisory lock prunes,
  * the others return null at once.
  */
 export async function prune (pool: Pool, auditRetentionDays: number): Promise<PruneResult | null> {
@@ -30,11 +30,15 @@ export async function prune (pool: Pool, auditRetentionDays: number): Promise<Pr
     const throttle = await client.query(`DELETE FROM sign_in_throttle
       WHERE last_failure_at < now() - interval '1 day' AND (blocked_until IS NULL OR blocked_until < now())`)
     const windows = await client.query("DELETE FROM sign_in_email_failures WHERE window_start < now() - interval '1 hour'")
+    // Mailed tokens once expired; cooldowns once over (they hold addresses, known or not).
+    const tokens = await client.query('DELETE FROM email_tokens WHERE expires_at < now()')
+    const cooldowns = await client.query('DELETE FROM email_cooldowns WHERE until < now()')
     await client.query('COMMIT')
     return {
       sessions: sessions.rowCount ?? 0,
       auditEvents: audit.rowCount ?? 0,
-      throttleRows: (throttle.rowCount ?? 0) + (windows.rowCount ?? 0)
+      throttleRows: (throttle.rowCount ?? 0) + (windows.rowCount ?? 0),
+      emailRows: (tokens.rowCount ?? 0) + (cooldowns.rowCount ?? 0)
     }
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {})

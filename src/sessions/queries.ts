@@ -148,6 +148,7 @@ export interface SignInState {
   id: string | null
   name: string | null
   password_hash: string | null
+  email_verified: boolean
   /** seconds this (email, IP) or this email must still wait; null when it may try */
   retry_after: number | null
   /** this (email, IP) has failures on record (a success must clear them) */
@@ -161,7 +162,7 @@ export interface SignInState {
 export async function findSignInState (db: Db, email: string, ip: string): Promise<SignInState> {
   const { rows } = await db.query<SignInState>({
     name: 'find-sign-in-state',
-    text: `SELECT u.id, u.name, u.password_hash, t.failures IS NOT NULL AS has_failures,
+    text: `SELECT u.id, u.name, u.password_hash, u.email_verified_at IS NOT NULL AS email_verified, t.failures IS NOT NULL AS has_failures,
                   ceil(extract(epoch FROM greatest(
                     t.blocked_until,
                     CASE WHEN e.failures >= $3 THEN e.window_start + interval '1 hour' END

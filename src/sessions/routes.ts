@@ -9,6 +9,7 @@ import { nextTokenId, newTokenId, tokenHash } from '../tokens.js'
 import { batched } from '../db/batch.js'
 import { bearerAuth, CONTROL, ErrorReply, errorReplies, NO_STORE, noAuth } from '../schemas.js'
 import { RefreshBody, RefreshReply, SessionParams, SessionsReply, SignInBody, SignInReply, SignOutQuery } from './schemas.js'
+import { requestMail } from '../recovery/queries.js'
 import * as q from './queries.js'
 
 function sameHash (a: Buffer | null, b: Buffer): boolean {
@@ -34,7 +35,7 @@ export default async function sessionRoutes (fastify: FastifyInstance): Promise<
   const rotate = batched(async (rotations: q.Rotation[]) => await q.rotateRefreshTokens(db, rotations, config.JWT_REFRESH_TTL), 1)
 
   app.post('/auth/sign-in', {
-    config: rateLimit(fastify, config.RATE_LIMIT_SIGN_IN),
+    config: { action: 'sign_in', ...rateLimit(fastify, config.RATE_LIMIT_SIGN_IN) },
     schema: {
       tags: ['auth'],
       operationId: 'signIn',
@@ -44,7 +45,8 @@ export default async function sessionRoutes (fastify: FastifyInstance): Promise<
       response: {
         200: SignInReply,
         ...errorReplies(400, 413, 415, 429, 503),
-        401: ErrorReply(401, 'INVALID_CREDENTIALS: unknown email or wrong password (the same answer for both)')
+        401: ErrorReply(401, 'INVALID_CREDENTIALS: unknown email or wrong password (the same answer for both)'),
+        403: ErrorReply(403, 'EMAIL_NOT_VERIFIED: with EMAIL_VERIFICATION=required, the right password for an unverified address; a fresh link is mailed')
       }
     }
   }, async (request, reply) => {
@@ -67,6 +69,13 @@ export default async function sessionRoutes (fastify: FastifyInstance): Promise<
     }
     const user = { id: state.id, name: state.name }
     if (state.has_failures) await q.clearSignInFailures(db, email, request.ip)
+    if (!state.email_verified && config.EMAIL_VERIFICATION === 'required') {
+      // Only the right password learns this; a fresh link goes out (at most one per EMAIL_COOLDOWN).
+      const { queued } = await requestMail(db, { email, template: 'verify-email', cooldown: config.EMAIL_COOLDOWN })
+      if (queued) app.outbox.kick()
+      request.event = { outcome: 'email_not_verified', userId: user.id }
+      throw new AppError(403, 'EMAIL_NOT_VERIFIED', 'Confirm your email address first, with the link mailed to it')
+    }
     if (passwords.needsRehash(state.password_hash)) {
       await q.updatePasswordHash(db, user.id, state.password_hash, await passwords.hash(request.body.password))
     }
@@ -91,7 +100,7 @@ export default async function sessionRoutes (fastify: FastifyInstance): Promise<
   })
 
   app.post('/auth/refresh', {
-    config: { ...rateLimit(fastify, config.RATE_LIMIT_REFRESH), refreshTokenInBody: true },
+    config: { action: 'refresh', ...rateLimit(fastify, config.RATE_LIMIT_REFRESH), refreshTokenInBody: true },
     schema: {
       tags: ['auth'],
       operationId: 'refreshToken',
@@ -152,7 +161,7 @@ export default async function sessionRoutes (fastify: FastifyInstance): Promise<
       body: RefreshBody,
       response: { 204: Type.Null({ description: 'Signed out' }), ...errorReplies(400, 401, 413, 415, 503) }
     },
-    config: { refreshTokenInBody: true },
+    config: { action: 'sign_out', refreshTokenInBody: true },
     preValidation: optionalBody
   }, async (request, reply) => {
     const { sub, sid } = await tokens.authenticate(request, 'refresh')
@@ -186,6 +195,7 @@ export default async function sessionRoutes (fastify: FastifyInstance): Promise<
   })
 
   app.delete('/auth/sessions/:id', {
+    config: { action: 'session_revoke' },
     schema: {
       tags: ['auth'],
       operationId: 'revokeSession',

@@ -432,7 +432,13 @@ const GENERATORS: Record<string, { path: fc.Arbitrary<string>, fields: string[] 
   '/auth/refresh': { path: fc.constant('/auth/refresh'), fields: ['refresh_token'] },
   '/auth/sign-out': { path: fc.constant('/auth/sign-out'), fields: ['refresh_token'] },
   '/auth/password': { path: fc.constant('/auth/password'), fields: ['current_password', 'new_password'] },
-  '/auth/me': { path: fc.constant('/auth/me'), fields: [] },
+  '/auth/me': { path: fc.constant('/auth/me'), fields: ['password'] },
+  '/auth/confirm': { path: fc.constant('/auth/confirm'), fields: [] },
+  '/auth/email/verify': { path: fc.constant('/auth/email/verify'), fields: ['token'] },
+  '/auth/email/verify/resend': { path: fc.constant('/auth/email/verify/resend'), fields: ['email'] },
+  '/auth/password/forgot': { path: fc.constant('/auth/password/forgot'), fields: ['email'] },
+  '/auth/password/reset': { path: fc.constant('/auth/password/reset'), fields: ['token', 'new_password'] },
+  '/auth/email': { path: fc.constant('/auth/email'), fields: ['new_email', 'password'] },
   '/auth/sessions': { path: fc.constant('/auth/sessions'), fields: [] },
   '/auth/sessions/:id': { path: sessionId.map((id) => `/auth/sessions/${id}`), fields: [] },
   '/health': { path: fc.constant('/health'), fields: [] },
@@ -512,8 +518,17 @@ function successProblems (req: Req, res: Answer, route: string | undefined): str
       const known = passwordsByEmail.get(wellFormed(body.email.trim().toLowerCase()))
       return known?.has(wellFormed(body.password)) === true ? [] : ['200 for credentials that were never registered']
     }
-    case '/auth/refresh':
     case '/auth/me':
+      if (req.method === 'DELETE') {
+        // Only with a token the service signed and the account's password; the account is gone then.
+        const token = authenticToken(req)
+        if (status !== 204 || token === undefined) return [`${status} to a deletion without a token the service signed`]
+        const email = emailById.get(String(claimsOf(token).sub))
+        if (email !== undefined) passwordsByEmail.delete(email)
+        return []
+      }
+    // falls through
+    case '/auth/refresh':
     case '/auth/sessions': {
       if (status !== 200 || type !== JSON_TYPE) return [`${status} (${String(type)}) where 200 JSON was due`]
       return authenticToken(req) === undefined ? [`${status} without a token the service signed`] : []
@@ -532,6 +547,17 @@ function successProblems (req: Req, res: Answer, route: string | undefined): str
       }
       return []
     }
+    case '/auth/confirm':
+      return status === 200 && String(type).startsWith('text/html') ? [] : [`${status} (${String(type)}) where the HTML page was due`]
+    case '/auth/email/verify':
+    case '/auth/password/reset':
+      // Only a token the service mailed can succeed, and the fuzzer has none.
+      return [`${status} without a mailed token`]
+    case '/auth/email/verify/resend':
+    case '/auth/password/forgot':
+      return status === 202 && typeof bodyOf(req)?.email === 'string' ? [] : [`${status} where 202 was due`]
+    case '/auth/email':
+      return status === 202 && authenticToken(req) !== undefined ? [] : [`${status} to an email change without a token the service signed`]
     case '/health':
     case '/health/ready':
     case '/.well-known/jwks.json':

@@ -1,0 +1,28 @@
+import { Type, type Static } from '@sinclair/typebox'
+import { Password } from '../schemas.js'
+
+// Verification, reset, email change: bodies and replies (the shared pieces are in ../schemas.ts).
+
+const Email = Type.String({ maxLength: 1000, description: 'Trimmed; compared lower-cased', examples: ['test@example.com'] })
+// Mailed tokens are 43 characters; a longer one is refused before any lookup.
+const MailedToken = Type.String({ minLength: 1, maxLength: 200, description: 'The token from the link\'s fragment (`#type=…&token=<token>`)' })
+
+export const TokenBody = Type.Object({ token: MailedToken })
+export type TokenBody = Static<typeof TokenBody>
+
+export const EmailBody = Type.Object({ email: Email })
+export type EmailBody = Static<typeof EmailBody>
+
+export const ResetBody = Type.Object({
+  token: MailedToken,
+  new_password: Type.String({ maxLength: 1024, description: 'At least PASSWORD_MIN_LENGTH (8) characters, at most 1024; not a common password; never trimmed', examples: ['a new horse battery staple'] })
+})
+export type ResetBody = Static<typeof ResetBody>
+
+export const EmailChangeBody = Type.Object({
+  new_email: Email,
+  password: Password
+})
+export type EmailChangeBody = Static<typeof EmailChangeBody>
+
+export const AcceptedReply = Type.Object({ msg: Type.String() }, { description: 'Accepted: the same answer whatever the address' })
