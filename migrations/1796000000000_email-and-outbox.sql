@@ -5,12 +5,15 @@ ALTER TABLE users ADD COLUMN email_verified_at timestamptz;
 
 -- Tokens sent by mail (verify-email, reset-password, change-email): only the SHA-256 of each is
 -- kept, bound to one user, one purpose and the address it was mailed to (for change-email, the
--- new one), and deleted when used.
+-- new one), and deleted when used. `stamp` is the SHA-256 of the user's password hash and email
+-- when it was minted: a token is void once either has changed (a reset link mailed to an address
+-- the account has since left, a pending email change after a password reset).
 CREATE TABLE email_tokens (
   token_hash bytea PRIMARY KEY,
   user_id uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
   purpose text NOT NULL CHECK (purpose IN ('verify-email', 'reset-password', 'change-email')),
   email text NOT NULL,
+  stamp bytea NOT NULL,
   expires_at timestamptz NOT NULL,
   created_at timestamptz NOT NULL DEFAULT now()
 );
@@ -33,6 +36,8 @@ CREATE INDEX email_cooldowns_until_idx ON email_cooldowns (until);
 CREATE TABLE outbox (
   id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   kind text NOT NULL,
+  -- The user the row is about, if any: what a password change or deletion looks rows up by.
+  user_id uuid,
   payload jsonb NOT NULL,
   attempts integer NOT NULL DEFAULT 0,
   next_attempt_at timestamptz NOT NULL DEFAULT now(),
@@ -41,6 +46,7 @@ CREATE TABLE outbox (
   created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX outbox_next_attempt_at_idx ON outbox (next_attempt_at);
+CREATE INDEX outbox_user_id_idx ON outbox (user_id) WHERE user_id IS NOT NULL;
 
 -- Down Migration
 DROP TABLE outbox;

@@ -140,6 +140,14 @@ export function checkConfig (config: Config): void {
     const value = config[name]
     if (value !== undefined && !URL.canParse(value)) throw new ConfigError(`${name}: not a valid URL (value not shown)`)
   }
+  if (config.SMTP_URL !== undefined) {
+    const { username, password } = new URL(config.SMTP_URL)
+    try {
+      decodeURIComponent(username + password)
+    } catch {
+      throw new ConfigError('SMTP_URL: the user or password is not validly percent-encoded (value not shown)')
+    }
+  }
   trustProxy(config) // validates the value
   signingKeys(config) // parses the keys, so that a bad one stops the start
 }

@@ -55,7 +55,8 @@ export function createMailer (config: Config, log: FastifyBaseLogger): Mailer {
       maxConnections: 2
     })
     return {
-      send: async ({ to, subject, text, html }) => { await transport.sendMail({ from, to, subject, text, html }) },
+      // The address as one address: a string would be parsed as a list (`a,b@x` to two recipients).
+      send: async ({ to, subject, text, html }) => { await transport.sendMail({ from, to: { name: '', address: to }, subject, text, html }) },
       close: () => { transport.close() }
     }
   }
@@ -64,7 +65,7 @@ export function createMailer (config: Config, log: FastifyBaseLogger): Mailer {
   log.warn({ dir }, 'SMTP_URL is not set: mail is written to DATA_DIR/mail/ as .eml files and its links are logged (development only)')
   return {
     send: async ({ to, subject, text, html, link }) => {
-      const info = await transport.sendMail({ from, to, subject, text, html })
+      const info = await transport.sendMail({ from, to: { name: '', address: to }, subject, text, html })
       await mkdir(dir, { recursive: true })
       const file = join(dir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${info.messageId.replace(/[^\w.-]/g, '')}.eml`)
       await writeFile(file, info.message as Buffer, { mode: 0o600 })

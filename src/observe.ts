@@ -36,7 +36,7 @@ const AUDITED: Record<string, string> = {
   'email_verify:verified': 'email-verify',
   'email_verify:changed': 'email-change',
   'email_change:success': 'email-change-request',
-  'password_forgot:success': 'password-reset-request',
+  'password_forgot:accepted': 'password-reset-request', // for an account only (see below)
   'password_reset:success': 'password-reset',
   'account_delete:success': 'account-delete'
 }
@@ -175,7 +175,8 @@ async function observe (app: FastifyInstance, { metrics, queueDepth }: { metrics
     const event = request.event ?? { outcome: reply.statusCode < 400 ? 'success' : `status_${reply.statusCode}` }
     metrics?.outcomes.inc({ action, outcome: event.outcome })
     const audited = AUDITED[`${action}:${event.outcome}`]
-    if (audited === undefined) return
+    // A reset asked for an address without an account is nobody's event.
+    if (audited === undefined || (audited === 'password-reset-request' && event.userId === undefined)) return
     // Not awaited by the client: the answer has already gone. A failure is logged, not fatal.
     insertAuditEvent(app.pg.pool, {
       event: audited,

@@ -51,6 +51,8 @@ export async function startMailbox (t: { teardown: (fn: () => unknown) => void }
       : { key: opts.tls.key, cert: opts.tls.cert, secure: opts.tls.implicit, allowInsecureAuth: false }),
     authOptional: false,
     logger: false,
+    // A client still connected (nodemailer keeps its pooled connection) does not hold up close.
+    closeTimeout: 200,
     onAuth (auth, _session, cb) {
       if (auth.username === USER && auth.password === PASS) cb(null, { user: USER })
       else cb(new Error('Invalid username or password'))

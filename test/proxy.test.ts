@@ -82,6 +82,9 @@ t.test('behind nginx with TRUST_PROXY=1 the client IP is the one nginx forwarded
     body: JSON.stringify({ name: 'Proxied', email, password: PASSWORD })
   })
   t.equal(signUp.status, 201, 'the service answers through nginx')
+  const metrics = await fetch(`http://127.0.0.1:${proxyPort}/metrics`)
+  t.match({ status: metrics.status, type: metrics.headers.get('content-type'), body: await metrics.json() },
+    { status: 404, type: 'application/json', body: { code: 'NOT_FOUND' } }, '/metrics is not served through the proxy')
 
   // The client connects from 127.0.0.5; nginx appends that to the forged header.
   const res = await signInFrom('127.0.0.5', proxyPort, email)

@@ -22,8 +22,8 @@ export async function insertUser (db: Db, u: { name: string, email: string, pass
              ON CONFLICT (email) DO NOTHING
              RETURNING id, name, email, email_verified_at, created_at
            ), queued AS (
-             INSERT INTO outbox (kind, payload)
-             SELECT 'mail', jsonb_build_object('template', 'verify-email', 'to', email, 'user_id', id) FROM inserted WHERE $4
+             INSERT INTO outbox (kind, user_id, payload)
+             SELECT 'mail', id, jsonb_build_object('template', 'verify-email', 'to', email) FROM inserted WHERE $4
            )
            SELECT * FROM inserted`,
     values: [u.name, u.email, u.passwordHash, u.verify]
@@ -51,7 +51,7 @@ export async function deleteUser (db: Db, id: string, passwordHash: string): Pro
     text: `WITH deleted AS (
              DELETE FROM users WHERE id = $1 AND password_hash = $2 RETURNING id
            ), unsent AS (
-             DELETE FROM outbox WHERE kind = 'mail' AND payload->>'user_id' IN (SELECT id::text FROM deleted)
+             DELETE FROM outbox WHERE user_id IN (SELECT id FROM deleted)
            )
            SELECT id FROM deleted`,
     values: [id, passwordHash]
@@ -69,7 +69,7 @@ export async function findPasswordHash (db: Db, userId: string): Promise<string 
 }
 
 /**
- * Sets the new hash, ends every other live session of the user and voids reset links, in one atomic statement;
+ * Sets the new hash, ends every other live session of the user and voids mailed links, in one atomic statement;
  * the session `keepSid` (the one making the change) goes on. The hash is replaced only if it
  * is still the one that was verified: of two concurrent changes, the second finds it changed
  * and nothing happens (false).
@@ -85,11 +85,12 @@ export async function changePassword (db: Db, c: { userId: string, oldHash: stri
              UPDATE sessions SET revoked_at = now(), revoked_reason = 'password-change'
              WHERE user_id IN (SELECT id FROM changed) AND id <> $4 AND revoked_at IS NULL
            ), voided AS (
-             -- Reset links mailed or queued before the change are void.
-             DELETE FROM email_tokens WHERE user_id IN (SELECT id FROM changed) AND purpose = 'reset-password'
+             -- Links mailed before the change are void already (their stamp names the old hash):
+             -- deleted, with reset and email-change links still queued.
+             DELETE FROM email_tokens WHERE user_id IN (SELECT id FROM changed)
            ), unsent AS (
-             DELETE FROM outbox
-             WHERE kind = 'mail' AND payload->>'template' = 'reset-password' AND payload->>'user_id' IN (SELECT id::text FROM changed)
+             DELETE FROM outbox WHERE user_id IN (SELECT id FROM changed) AND kind = 'mail'
+               AND payload->>'template' IN ('reset-password', 'change-email')
            )
            SELECT EXISTS (SELECT 1 FROM changed) AS changed`,
     values: [c.userId, c.oldHash, c.newHash, c.keepSid]

@@ -5,12 +5,14 @@ import type { Db } from './index.js'
 // transaction of the change it reports and deleted once delivered. Every replica runs a sender;
 // each claims due rows for CLAIM_SECONDS with FOR UPDATE SKIP LOCKED, so no two take the same row,
 // and a row whose sender died (kill -9) comes back when its claim runs out. Delivery is at least
-// once: only a sender dying between delivering and deleting the row sends it twice.
+// once: a row delivered but not deleted (the sender died, or the database went away, in between)
+// is delivered again when its claim runs out.
 
 /** A row as a sender claims it. */
 export interface OutboxRow {
   id: string
   kind: string
+  user_id: string | null
   payload: Record<string, unknown>
   attempts: number
   /** Queued GIVE_UP_AFTER_SECONDS ago or more (by the database's clock): a failure now is the last. */
@@ -20,14 +22,16 @@ export interface OutboxRow {
 /** Delivers one row's payload, or throws to have it retried. */
 export type Deliver = (row: OutboxRow) => Promise<void>
 
-const CLAIM_SECONDS = 120 // more than any delivery may take (SMTP timeouts: src/mail.ts)
-const BATCH = 10
+// A claim outlasts the slowest batch: BATCH rows over two SMTP connections, each attempt bounded
+// by the transport's timeouts (src/mail.ts), about 40 s at worst.
+const CLAIM_SECONDS = 120
+const BATCH = 4
 const POLL_MS = 2000
 /** Retried for at least this long after the row was written; then dropped, with an error logged. */
 export const GIVE_UP_AFTER_SECONDS = 24 * 3600
 
-/** Seconds to wait after the nth failed attempt: 5, 10, 20 … growing to at most 15 minutes. */
-export const retryDelay = (attempts: number): number => Math.min(900, 5 * 2 ** Math.min(attempts - 1, 20))
+/** Seconds to wait after the nth failed attempt: 5, 10, 20 … growing to 880 (attempts at most 15 minutes apart, polling included). */
+export const retryDelay = (attempts: number): number => Math.min(880, 5 * 2 ** Math.min(attempts - 1, 20))
 
 /** Queues a payload for delivery: call it inside the transaction of the change it reports. */
 export async function enqueue (db: Db, kind: string, payload: Record<string, unknown>): Promise<void> {
@@ -43,7 +47,7 @@ async function claim (db: Db, kinds: string[]): Promise<OutboxRow[]> {
              WHERE kind = ANY ($1) AND next_attempt_at <= now() AND (locked_until IS NULL OR locked_until < now())
              ORDER BY next_attempt_at, id LIMIT $3
              FOR UPDATE SKIP LOCKED)
-           RETURNING id, kind, payload, attempts, created_at < now() - make_interval(secs => $4) AS overdue`,
+           RETURNING id, kind, user_id, payload, attempts, created_at < now() - make_interval(secs => $4) AS overdue`,
     values: [kinds, CLAIM_SECONDS, BATCH, GIVE_UP_AFTER_SECONDS]
   })
   return rows
@@ -103,7 +107,11 @@ export function startOutbox (app: FastifyInstance, handlers: Record<string, Deli
     do {
       again = false
       const rows = await claim(db, kinds)
-      await Promise.all(rows.map(deliver))
+      // Each row settles on its own: one whose row cannot be settled (the database gone) does
+      // not cut the others short; it comes back when its claim runs out.
+      const settled = await Promise.allSettled(rows.map(deliver))
+      const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+      if (failed !== undefined) throw failed.reason
       if (rows.length === BATCH) again = true
     } while (again && !isStopped())
   }

@@ -35,7 +35,7 @@ function html (paragraphs: string[], link?: { url: string, label: string }): str
 }
 
 /** One message, both parts, from its template. `link` is the token link of the templates that carry one. */
-export function render (config: Config, intent: MailIntent & { new_email?: string }, link?: string): Mail {
+export function render (config: Config, intent: MailIntent, link?: string): Mail {
   const service = serviceName(config.EMAIL_FROM)
   const to = intent.to
   const message = (subject: string, before: string, after: string[], label?: string): Mail => {
@@ -92,10 +92,10 @@ export async function deliverMail (db: Db, config: Config, mailer: Mailer, row: 
   let link: string | undefined
   if (carriesToken(intent.template)) {
     const token = randomBytes(32).toString('base64url')
-    const minted = intent.user_id !== undefined && await mintToken(db, {
+    const minted = row.user_id !== null && await mintToken(db, {
       hash: emailTokenHash(token),
       outboxId: row.id,
-      userId: intent.user_id,
+      userId: row.user_id,
       purpose: intent.template,
       email: intent.to,
       ttl: config[LIFETIME[intent.template]]

@@ -5,14 +5,18 @@ import type { Db } from '../db/index.js'
 // holds what to send (template, address, user), never a token: the sender mints the token as it
 // delivers (mintToken), so no usable token is ever stored, not even for the seconds before delivery.
 
+// What a token is bound to besides its user: the password hash and email when it was minted.
+// A token whose stamp no longer matches its user is void.
+const STAMP = (u: string): string => `sha256(convert_to(${u}.password_hash || ' ' || ${u}.email, 'UTF8'))`
+
 export type Purpose = 'verify-email' | 'reset-password' | 'change-email'
 export type Template = Purpose | 'password-reset-notice' | 'email-change-notice'
 
-/** What the outbox keeps of a message to send. */
+/** What the outbox keeps of a message to send (with the user's id in its own column). */
 export interface MailIntent {
   template: Template
   to: string
-  user_id?: string
+  new_email?: string
 }
 
 /**
@@ -31,8 +35,8 @@ export async function requestMail (db: Db, r: { email: string, template: 'verify
            ), account AS (
              SELECT id, email, email_verified_at FROM users WHERE email = $1
            ), queued AS (
-             INSERT INTO outbox (kind, payload)
-             SELECT 'mail', jsonb_build_object('template', $2::text, 'to', email, 'user_id', id) FROM account
+             INSERT INTO outbox (kind, user_id, payload)
+             SELECT 'mail', id, jsonb_build_object('template', $2::text, 'to', email) FROM account
              WHERE EXISTS (SELECT 1 FROM cool) AND ($2::text <> 'verify-email' OR email_verified_at IS NULL)
              RETURNING 1
            )
@@ -54,8 +58,8 @@ export async function requestEmailChange (db: Db, r: { userId: string, newEmail:
              ON CONFLICT (email, purpose) DO UPDATE SET until = EXCLUDED.until WHERE email_cooldowns.until <= now()
              RETURNING 1
            ), queued AS (
-             INSERT INTO outbox (kind, payload)
-             SELECT 'mail', jsonb_build_object('template', 'change-email', 'to', $2::text, 'user_id', $1::uuid)
+             INSERT INTO outbox (kind, user_id, payload)
+             SELECT 'mail', $1, jsonb_build_object('template', 'change-email', 'to', $2::text)
              WHERE EXISTS (SELECT 1 FROM cool) AND NOT EXISTS (SELECT 1 FROM users WHERE email = $2)
              RETURNING 1
            )
@@ -67,17 +71,19 @@ export async function requestEmailChange (db: Db, r: { userId: string, newEmail:
 
 /**
  * Stores the hash of a token the sender is about to mail, while the message is still due: its
- * outbox row still exists (a password change or reset deletes queued reset links), the user does,
- * and the address is still theirs (for change-email: still free); a verify link only while the
- * address is unverified. A new reset or change-email token voids the user's earlier ones of its
- * purpose. False: the message is no longer due, and is not sent.
+ * outbox row still exists and no newer one of its kind for the user is queued (the newest request
+ * wins), the user does, and the address is still theirs (for change-email: still free); a verify
+ * link only while the address is unverified. A new reset or change-email token voids the user's
+ * earlier ones of its purpose. False: the message is no longer due, and is not sent.
  */
 export async function mintToken (db: Db, m: { hash: Buffer, outboxId: string, userId: string, purpose: Purpose, email: string, ttl: number }): Promise<boolean> {
   const { rows } = await db.query({
     name: 'mint-email-token',
     text: `WITH due AS (
-             SELECT id FROM users u
-             WHERE id = $3 AND EXISTS (SELECT 1 FROM outbox WHERE id = $2)
+             SELECT u.id, ${STAMP('u')} AS stamp FROM users u
+             WHERE u.id = $3 AND EXISTS (SELECT 1 FROM outbox WHERE id = $2)
+               AND ($4::text = 'verify-email' OR NOT EXISTS (
+                 SELECT 1 FROM outbox o WHERE o.user_id = $3 AND o.id > $2 AND o.kind = 'mail' AND o.payload->>'template' = $4))
                AND CASE $4::text
                  WHEN 'change-email' THEN NOT EXISTS (SELECT 1 FROM users WHERE email = $5)
                  WHEN 'verify-email' THEN u.email = $5 AND u.email_verified_at IS NULL
@@ -85,31 +91,40 @@ export async function mintToken (db: Db, m: { hash: Buffer, outboxId: string, us
            ), voided AS (
              DELETE FROM email_tokens WHERE user_id IN (SELECT id FROM due) AND purpose = $4 AND $4::text <> 'verify-email'
            )
-           INSERT INTO email_tokens (token_hash, user_id, purpose, email, expires_at)
-           SELECT $1, id, $4, $5, now() + make_interval(secs => $6) FROM due
+           INSERT INTO email_tokens (token_hash, user_id, purpose, email, stamp, expires_at)
+           SELECT $1, id, $4, $5, stamp, now() + make_interval(secs => $6) FROM due
            RETURNING 1`,
     values: [m.hash, m.outboxId, m.userId, m.purpose, m.email, m.ttl]
   })
   return rows.length > 0
 }
 
-/** A stored token, for the checks before it is used: its purpose and whether it has expired. */
-export async function findToken (db: Db, hash: Buffer): Promise<{ user_id: string, purpose: Purpose, expired: boolean } | undefined> {
-  const { rows } = await db.query<{ user_id: string, purpose: Purpose, expired: boolean }>({
+/**
+ * A stored token, for the checks before it is used: its purpose, whether it has expired, and
+ * whether it is still current (its user's password and email unchanged since it was minted).
+ */
+export async function findToken (db: Db, hash: Buffer): Promise<{ user_id: string, purpose: Purpose, expired: boolean, current: boolean } | undefined> {
+  const { rows } = await db.query<{ user_id: string, purpose: Purpose, expired: boolean, current: boolean }>({
     name: 'find-email-token',
-    text: 'SELECT user_id, purpose, expires_at <= now() AS expired FROM email_tokens WHERE token_hash = $1',
+    text: `SELECT t.user_id, t.purpose, t.expires_at <= now() AS expired, t.stamp = ${STAMP('u')} AS current
+           FROM email_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1`,
     values: [hash]
   })
   return rows[0]
 }
+
+// Uses a token: deletes it if it is live (unexpired, current) and of the purpose, returning it.
+const USE = (purpose: Purpose): string => `DELETE FROM email_tokens t USING users u
+             WHERE t.token_hash = $1 AND t.purpose = '${purpose}' AND t.expires_at > now()
+               AND u.id = t.user_id AND t.stamp = ${STAMP('u')}
+             RETURNING t.user_id, t.email`
 
 /** Uses a verify-email token: the address it was sent to, if still the user's, is verified. The user id, or undefined if the token was not live. */
 export async function verifyEmail (db: Db, hash: Buffer): Promise<string | undefined> {
   const { rows } = await db.query<{ user_id: string }>({
     name: 'verify-email',
     text: `WITH used AS (
-             DELETE FROM email_tokens WHERE token_hash = $1 AND purpose = 'verify-email' AND expires_at > now()
-             RETURNING user_id, email
+             ${USE('verify-email')}
            ), verified AS (
              UPDATE users u SET email_verified_at = now() FROM used
              WHERE u.id = used.user_id AND u.email = used.email AND u.email_verified_at IS NULL
@@ -122,60 +137,59 @@ export async function verifyEmail (db: Db, hash: Buffer): Promise<string | undef
 
 /**
  * Uses a change-email token: the account's email becomes the address the link was sent to, now
- * verified, and the old address gets a notice. Throws pg's unique violation (23505) if another
- * account took the address meanwhile (the token then stays unused). The user id, or undefined.
+ * verified; the old address gets a notice; reset and change-email links still out are void (their
+ * stamp no longer matches), and their queued mail is dropped. Throws pg's unique violation (23505)
+ * if another account took the address meanwhile (the token then stays unused). The old and new
+ * address, or undefined if the token was not live.
  */
-export async function changeEmail (db: Db, hash: Buffer): Promise<{ user_id: string, old_email: string, new_email: string } | undefined> {
-  const { rows } = await db.query<{ user_id: string, old_email: string, new_email: string }>({
+export async function changeEmail (db: Db, hash: Buffer): Promise<{ old_email: string, new_email: string } | undefined> {
+  const { rows } = await db.query<{ old_email: string, new_email: string }>({
     name: 'change-email',
     text: `WITH used AS (
-             DELETE FROM email_tokens WHERE token_hash = $1 AND purpose = 'change-email' AND expires_at > now()
-             RETURNING user_id, email
-           ), old AS (
-             SELECT u.id, u.email FROM users u JOIN used ON u.id = used.user_id
+             ${USE('change-email')}
            ), changed AS (
-             UPDATE users u SET email = used.email, email_verified_at = now(), updated_at = now() FROM used
-             WHERE u.id = used.user_id
-             RETURNING u.id, u.email
+             UPDATE users u SET email = used.email, email_verified_at = now(), updated_at = now()
+             FROM used, users o WHERE u.id = used.user_id AND o.id = u.id
+             RETURNING u.id, o.email AS old_email, u.email AS new_email
+           ), unsent AS (
+             DELETE FROM outbox WHERE user_id IN (SELECT id FROM changed) AND kind = 'mail'
+               AND payload->>'template' IN ('reset-password', 'change-email', 'verify-email')
            ), notice AS (
-             INSERT INTO outbox (kind, payload)
-             SELECT 'mail', jsonb_build_object('template', 'email-change-notice', 'to', old.email, 'new_email', changed.email)
-             FROM old JOIN changed ON changed.id = old.id WHERE old.email <> changed.email
+             INSERT INTO outbox (kind, user_id, payload)
+             SELECT 'mail', id, jsonb_build_object('template', 'email-change-notice', 'to', old_email, 'new_email', new_email) FROM changed
            )
-           SELECT old.id AS user_id, old.email AS old_email, changed.email AS new_email FROM old JOIN changed ON changed.id = old.id`,
+           SELECT old_email, new_email FROM changed`,
     values: [hash]
   })
   return rows[0]
 }
 
 /**
- * Uses a reset-password token: the new password hash is set, every session ends, every other
- * reset token and queued reset link of the user is void, the address counts as verified (the
- * link reached it), and a notice is queued. The user id, or undefined if the token was not live.
+ * Uses a reset-password token: the new password hash is set, every session ends, the address
+ * counts as verified (the link reached it), and a notice is queued. Every other link still out
+ * is void (their stamp no longer matches): deleted here, with its queued mail. The user id, or
+ * undefined if the token was not live.
  */
 export async function resetPassword (db: Db, hash: Buffer, passwordHash: string): Promise<string | undefined> {
   const { rows } = await db.query<{ id: string }>({
     name: 'reset-password',
     text: `WITH used AS (
-             DELETE FROM email_tokens WHERE token_hash = $1 AND purpose = 'reset-password' AND expires_at > now()
-             RETURNING user_id, email
+             ${USE('reset-password')}
            ), changed AS (
-             UPDATE users u SET password_hash = $2, updated_at = now(),
-               email_verified_at = CASE WHEN u.email = used.email THEN coalesce(u.email_verified_at, now()) ELSE u.email_verified_at END
+             UPDATE users u SET password_hash = $2, updated_at = now(), email_verified_at = coalesce(u.email_verified_at, now())
              FROM used WHERE u.id = used.user_id
              RETURNING u.id, u.email
            ), ended AS (
              UPDATE sessions SET revoked_at = now(), revoked_reason = 'password-reset'
              WHERE user_id IN (SELECT id FROM changed) AND revoked_at IS NULL
            ), voided AS (
-             DELETE FROM email_tokens
-             WHERE user_id IN (SELECT id FROM changed) AND purpose = 'reset-password' AND token_hash <> $1
+             DELETE FROM email_tokens WHERE user_id IN (SELECT id FROM changed) AND token_hash <> $1
            ), unsent AS (
-             DELETE FROM outbox
-             WHERE kind = 'mail' AND payload->>'template' = 'reset-password' AND payload->>'user_id' IN (SELECT id::text FROM changed)
+             DELETE FROM outbox WHERE user_id IN (SELECT id FROM changed) AND kind = 'mail'
+               AND payload->>'template' IN ('reset-password', 'change-email')
            ), notice AS (
-             INSERT INTO outbox (kind, payload)
-             SELECT 'mail', jsonb_build_object('template', 'password-reset-notice', 'to', email) FROM changed
+             INSERT INTO outbox (kind, user_id, payload)
+             SELECT 'mail', id, jsonb_build_object('template', 'password-reset-notice', 'to', email) FROM changed
            )
            SELECT id FROM changed`,
     values: [hash, passwordHash]

@@ -19,6 +19,9 @@ export function normalEmail (value: string, field = 'email'): string {
 
 // The same answer for every address, known or not.
 const ACCEPTED = { msg: 'If the address belongs to an account, a message is on its way' }
+const MAILED_TOKEN = /^[\w-]{43}$/
+// Unknown, malformed, used, of another purpose, or void; and a token used between the check and the statement.
+const usedMeanwhile = () => new AppError(400, 'TOKEN_INVALID', 'The link is not valid, or has been used already')
 
 const tokenErrors = {
   400: ErrorReply(400, 'TOKEN_INVALID: the token is unknown, malformed, used or of another purpose; TOKEN_EXPIRED; or VALIDATION_FAILED')
@@ -35,14 +38,15 @@ export default async function recoveryRoutes (fastify: FastifyInstance): Promise
 
   /** The stored token of a request, checked for purpose and expiry before it is used. */
   async function liveToken (token: string, purposes: q.Purpose[]): Promise<{ hash: Buffer, userId: string, purpose: q.Purpose }> {
+    // Mailed tokens are 43 base64url characters: anything else is not one, and is not looked up.
+    if (!MAILED_TOKEN.test(token)) throw usedMeanwhile()
     const hash = emailTokenHash(token)
     const found = await q.findToken(db, hash)
-    if (found === undefined || !purposes.includes(found.purpose)) throw new AppError(400, 'TOKEN_INVALID', 'The link is not valid, or has been used already')
+    // Void too: a token of another purpose, or one whose user has since changed password or email.
+    if (found === undefined || !purposes.includes(found.purpose) || !found.current) throw usedMeanwhile()
     if (found.expired) throw new AppError(400, 'TOKEN_EXPIRED', 'The link has expired; ask for a new one')
     return { hash, userId: found.user_id, purpose: found.purpose }
   }
-  // Used between the check and the statement (a second click, another tab): as if unknown.
-  const usedMeanwhile = () => new AppError(400, 'TOKEN_INVALID', 'The link is not valid, or has been used already')
 
   app.get('/auth/confirm', {
     schema: {
@@ -111,7 +115,8 @@ export default async function recoveryRoutes (fastify: FastifyInstance): Promise
     const email = normalEmail(request.body.email)
     const { userId, queued } = await q.requestMail(db, { email, template: 'verify-email', cooldown: config.EMAIL_COOLDOWN })
     if (queued) outbox.kick()
-    request.event = { outcome: userId !== null ? 'success' : 'unknown', userId: userId ?? undefined }
+    // One outcome for every address: auth_outcomes_total must not tell them apart either.
+    request.event = { outcome: 'accepted', userId: userId ?? undefined }
     return await reply.code(202).send(ACCEPTED)
   })
 
@@ -131,7 +136,8 @@ export default async function recoveryRoutes (fastify: FastifyInstance): Promise
     const email = normalEmail(request.body.email)
     const { userId, queued } = await q.requestMail(db, { email, template: 'reset-password', cooldown: config.EMAIL_COOLDOWN })
     if (queued) outbox.kick()
-    request.event = { outcome: userId !== null ? 'success' : 'unknown', userId: userId ?? undefined }
+    // One outcome for every address (the metrics); the audit trail records it for an account only.
+    request.event = { outcome: 'accepted', userId: userId ?? undefined }
     return await reply.code(202).send(ACCEPTED)
   })
 

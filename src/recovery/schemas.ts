@@ -4,8 +4,9 @@ import { Password } from '../schemas.js'
 // Verification, reset, email change: bodies and replies (the shared pieces are in ../schemas.ts).
 
 const Email = Type.String({ maxLength: 1000, description: 'Trimmed; compared lower-cased', examples: ['test@example.com'] })
-// Mailed tokens are 43 characters; a longer one is refused before any lookup.
-const MailedToken = Type.String({ minLength: 1, maxLength: 200, description: 'The token from the link\'s fragment (`#type=…&token=<token>`)' })
+// Mailed tokens are 43 characters; anything else is 400 TOKEN_INVALID (the route checks, so that
+// a malformed token gets the contract's code rather than VALIDATION_FAILED).
+const MailedToken = Type.String({ description: 'The token from the link\'s fragment (`#type=…&token=<token>`)', examples: ['Tt5VPmX1oWqKc0Ii8rR2bO0m0sS2m3yY4u5v6w7x8y9'] })
 
 export const TokenBody = Type.Object({ token: MailedToken })
 export type TokenBody = Static<typeof TokenBody>
