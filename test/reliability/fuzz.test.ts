@@ -36,9 +36,13 @@ const CODE_STATUS: Record<string, number> = {
   UNSUPPORTED_MEDIA_TYPE: 415,
   NOT_FOUND: 404,
   SERVICE_UNAVAILABLE: 503,
-  INTERNAL: 500
+  INTERNAL: 500,
+  EMAIL_NOT_VERIFIED: 403,
+  MFA_REQUIRED: 403,
+  ACCOUNT_DISABLED: 403
 }
-const OTHER_STATUS: Record<string, number[]> = { VALIDATION_FAILED: [408, 416, 417], PAYLOAD_TOO_LARGE: [431] }
+// A mailed link's token, dead or malformed, is a 400 (the contract's "Email and account recovery").
+const OTHER_STATUS: Record<string, number[]> = { VALIDATION_FAILED: [408, 416, 417], PAYLOAD_TOO_LARGE: [431], TOKEN_INVALID: [400], TOKEN_EXPIRED: [400] }
 const ERROR_KEYS = 'code,error,message,statusCode'
 const JSON_TYPE = 'application/json; charset=utf-8'
 
