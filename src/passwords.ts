@@ -2,8 +2,9 @@ import { availableParallelism } from 'node:os'
 import { randomBytes } from 'node:crypto'
 import { hash, verify, parseOptions, type Options } from '@node-rs/argon2'
 import { dictionary } from '@zxcvbn-ts/language-common'
+import type { FastifyRequest } from 'fastify'
 import type { Config } from './config.js'
-import { unavailable } from './errors.js'
+import { AppError, unavailable } from './errors.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -87,6 +88,19 @@ class HashQueue {
 }
 
 export type Passwords = Awaited<ReturnType<typeof createPasswords>>
+
+/**
+ * The password again, for a change to a signed-in account (a stolen access token alone must not
+ * be enough to take it over): returns if it matches the stored hash, else records the failure on
+ * the request (metrics, audit) and throws 401 INVALID_CREDENTIALS.
+ */
+export async function requirePassword (passwords: Passwords, request: FastifyRequest, check: {
+  stored: string, password: string, userId: string, sessionId: string, message?: string
+}): Promise<void> {
+  if (await passwords.verify(check.stored, check.password)) return
+  request.event = { outcome: 'invalid_credentials', userId: check.userId, sessionId: check.sessionId }
+  throw new AppError(401, 'INVALID_CREDENTIALS', check.message ?? 'The password is wrong')
+}
 
 /** `histogram` (optional) observes each hash or verify, in seconds. */
 export async function createPasswords (config: Config, histogram?: { observe: (seconds: number) => void }) {

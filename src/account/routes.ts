@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { AppError, tokenError, validationFailed } from '../errors.js'
 import { rateLimit } from '../rate-limit.js'
-import { passwordPolicyError, UNPAIRED } from '../passwords.js'
+import { passwordPolicyError, requirePassword, UNPAIRED } from '../passwords.js'
 import { bearerAuth, CONTROL, EMAIL, ErrorReply, errorReplies, noAuth } from '../schemas.js'
 import { mailEnabled } from '../mail.js'
 import { DeleteAccountBody, MeReply, PasswordBody, SignUpBody, SignUpReply } from './schemas.js'
@@ -125,11 +125,7 @@ export default async function accountRoutes (fastify: FastifyInstance): Promise<
     if (policy !== null) throw validationFailed(policy.replace(/^password/, 'new_password'))
     const stored = await q.findPasswordHash(db, sub)
     if (stored === undefined) throw tokenError('TOKEN_INVALID', 'User no longer exists')
-    // A stolen access token alone must not be enough to take the account over.
-    if (!await passwords.verify(stored, currentPassword)) {
-      request.event = { outcome: 'invalid_credentials', userId: sub, sessionId: sid }
-      throw new AppError(401, 'INVALID_CREDENTIALS', 'The current password is wrong')
-    }
+    await requirePassword(passwords, request, { stored, password: currentPassword, userId: sub, sessionId: sid, message: 'The current password is wrong' })
     const newHash = await passwords.hash(newPassword)
     if (!await q.changePassword(db, { userId: sub, oldHash: stored, newHash, keepSid: sid })) {
       // The stored hash changed since it was verified (a concurrent change): the check above is stale.
@@ -163,10 +159,7 @@ export default async function accountRoutes (fastify: FastifyInstance): Promise<
     const { sub, sid } = await tokens.authenticate(request, 'access')
     const stored = await q.findPasswordHash(db, sub)
     if (stored === undefined) throw tokenError('TOKEN_INVALID', 'User no longer exists')
-    if (!await passwords.verify(stored, request.body.password)) {
-      request.event = { outcome: 'invalid_credentials', userId: sub, sessionId: sid }
-      throw new AppError(401, 'INVALID_CREDENTIALS', 'The password is wrong')
-    }
+    await requirePassword(passwords, request, { stored, password: request.body.password, userId: sub, sessionId: sid })
     if (!await q.deleteUser(db, sub, stored)) {
       // The password changed since it was verified: the check above is stale.
       request.event = { outcome: 'invalid_credentials', userId: sub, sessionId: sid }
