@@ -64,8 +64,8 @@ t.test('pruning removes exactly what is due and keeps the rest', async (t) => {
   await db.query(`INSERT INTO sign_in_email_failures (email, window_start, failures)
                   VALUES ($1, now() - interval '2 hours', 3), ($2, now(), 3)`, [stale, fresh])
   await db.query('INSERT INTO email_cooldowns (email, purpose, until) VALUES ($1, \'reset-password\', now() - interval \'1 second\'), ($2, \'reset-password\', now() + interval \'1 minute\')', [stale, fresh])
-  await db.query(`INSERT INTO email_tokens (token_hash, user_id, purpose, email, expires_at)
-                  VALUES ('\\x01', $1, 'reset-password', $2, now() - interval '1 second'), ('\\x02', $1, 'reset-password', $2, now() + interval '1 hour')`, [user.id, user.email])
+  await db.query(`INSERT INTO email_tokens (token_hash, user_id, purpose, email, stamp, expires_at)
+                  VALUES ('\\x01', $1, 'reset-password', $2, '\\x00', now() - interval '1 second'), ('\\x02', $1, 'reset-password', $2, '\\x00', now() + interval '1 hour')`, [user.id, user.email])
   await settle()
 
   const result = await prune(db, 90)

@@ -20,8 +20,9 @@ export function normalEmail (value: string, field = 'email'): string {
 // The same answer for every address, known or not.
 const ACCEPTED = { msg: 'If the address belongs to an account, a message is on its way' }
 const MAILED_TOKEN = /^[\w-]{43}$/
-// Unknown, malformed, used, of another purpose, or void; and a token used between the check and the statement.
-const usedMeanwhile = () => new AppError(400, 'TOKEN_INVALID', 'The link is not valid, or has been used already')
+// A link that is unknown, malformed, used, of another purpose or void (its user's password or email
+// changed since), or that was used between the check and the statement (a second click).
+const invalidLink = () => new AppError(400, 'TOKEN_INVALID', 'The link is not valid, or has been used already')
 
 const tokenErrors = {
   400: ErrorReply(400, 'TOKEN_INVALID: the token is unknown, malformed, used or of another purpose; TOKEN_EXPIRED; or VALIDATION_FAILED')
@@ -39,11 +40,11 @@ export default async function recoveryRoutes (fastify: FastifyInstance): Promise
   /** The stored token of a request, checked for purpose and expiry before it is used. */
   async function liveToken (token: string, purposes: q.Purpose[]): Promise<{ hash: Buffer, userId: string, purpose: q.Purpose }> {
     // Mailed tokens are 43 base64url characters: anything else is not one, and is not looked up.
-    if (!MAILED_TOKEN.test(token)) throw usedMeanwhile()
+    if (!MAILED_TOKEN.test(token)) throw invalidLink()
     const hash = emailTokenHash(token)
     const found = await q.findToken(db, hash)
     // Void too: a token of another purpose, or one whose user has since changed password or email.
-    if (found === undefined || !purposes.includes(found.purpose) || !found.current) throw usedMeanwhile()
+    if (found === undefined || !purposes.includes(found.purpose) || !found.current) throw invalidLink()
     if (found.expired) throw new AppError(400, 'TOKEN_EXPIRED', 'The link has expired; ask for a new one')
     return { hash, userId: found.user_id, purpose: found.purpose }
   }
@@ -85,7 +86,7 @@ export default async function recoveryRoutes (fastify: FastifyInstance): Promise
       body: TokenBody,
       response: {
         204: Type.Null({ description: 'Verified, or the email changed' }),
-        ...errorReplies(413, 415, 429, 503),
+        ...errorReplies(413, 415, 503),
         ...tokenErrors,
         409: ErrorReply(409, 'EMAIL_TAKEN: another account took the new address meanwhile')
       }
@@ -93,7 +94,7 @@ export default async function recoveryRoutes (fastify: FastifyInstance): Promise
   }, async (request, reply) => {
     const { hash, userId, purpose } = await liveToken(request.body.token, ['verify-email', 'change-email'])
     if (purpose === 'verify-email') {
-      if (await q.verifyEmail(db, hash) === undefined) throw usedMeanwhile()
+      if (await q.verifyEmail(db, hash) === undefined) throw invalidLink()
       request.event = { outcome: 'verified', userId }
     } else {
       let changed
@@ -103,7 +104,7 @@ export default async function recoveryRoutes (fastify: FastifyInstance): Promise
         if ((err as { code?: string }).code === '23505') throw new AppError(409, 'EMAIL_TAKEN', 'Another account now has this email address')
         throw err
       }
-      if (changed === undefined) throw usedMeanwhile()
+      if (changed === undefined) throw invalidLink()
       request.event = { outcome: 'changed', userId }
       outbox.kick()
     }
@@ -163,7 +164,7 @@ export default async function recoveryRoutes (fastify: FastifyInstance): Promise
     // Checked before hashing: a dead link costs no argon2 work.
     const { hash, userId } = await liveToken(request.body.token, ['reset-password'])
     const passwordHash = await passwords.hash(request.body.new_password)
-    if (await q.resetPassword(db, hash, passwordHash) === undefined) throw usedMeanwhile()
+    if (await q.resetPassword(db, hash, passwordHash) === undefined) throw invalidLink()
     outbox.kick()
     profiles.delete(userId)
     request.event = { outcome: 'success', userId }
