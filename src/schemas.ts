@@ -1,4 +1,6 @@
 import { Type } from '@sinclair/typebox'
+import { validationFailed } from './errors.js'
+import { UNPAIRED } from './passwords.js'
 
 // The API contract in code: what every capability shares (each has its own schemas.ts).
 // Response schemas also serialize (fast-json-stringify) and keep undeclared fields, such as a
@@ -57,3 +59,10 @@ export const HealthReply = Type.Object({ status: Type.String() }, { description:
 // Checks of text fields that a JSON schema cannot express.
 export const EMAIL = /^[^\s@\p{Cc}]{1,64}@(?:[\p{L}\p{N}](?:[\p{L}\p{N}-]{0,61}[\p{L}\p{N}])?\.)+[\p{L}](?:[\p{L}\p{N}-]{0,61}[\p{L}\p{N}])?$/u
 export const CONTROL = /\p{Cc}/u
+
+/** An address as stored: trimmed, lower-cased; 400 VALIDATION_FAILED naming `field` when it cannot be one. */
+export function normalEmail (value: string, field = 'email'): string {
+  const email = value.trim()
+  if (email.length > 254 || !EMAIL.test(email) || UNPAIRED.test(email)) throw validationFailed(`${field} must be a valid email address`)
+  return email.toLowerCase()
+}

@@ -112,8 +112,11 @@ t.test('forgot for an unknown address: the same status and body, and no mail', a
   const unknown = await post(app, '/auth/password/forgot', { email: nobody })
   t.same([known.statusCode, known.headers['content-type'], known.body], [unknown.statusCode, unknown.headers['content-type'], unknown.body])
   await mailbox.waitFor(to(user.email, 'reset-password'))
+  const again = await post(app, '/auth/password/forgot', { email: user.email })
+  t.same([again.statusCode, again.body], [known.statusCode, known.body], 'inside the cooldown: the same answer')
   await sleep(500)
   t.equal(mailbox.messages.filter(to(nobody)).length, 0)
+  t.equal(mailbox.messages.filter(to(user.email, 'reset-password')).length, 1, 'and no second mail')
   // The cooldown holds for unknown addresses too, so that it cannot tell them apart either.
   t.equal(await count('SELECT count(*)::int AS n FROM email_cooldowns WHERE email = $1', [nobody]), 1)
 })

@@ -5,7 +5,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { AppError, tokenError, validationFailed } from '../errors.js'
 import { rateLimit } from '../rate-limit.js'
 import { passwordPolicyError, requirePassword, UNPAIRED } from '../passwords.js'
-import { bearerAuth, CONTROL, EMAIL, ErrorReply, errorReplies, noAuth } from '../schemas.js'
+import { bearerAuth, CONTROL, ErrorReply, errorReplies, noAuth, normalEmail } from '../schemas.js'
 import { mailEnabled } from '../mail.js'
 import { DeleteAccountBody, MeReply, PasswordBody, SignUpBody, SignUpReply } from './schemas.js'
 import * as q from './queries.js'
@@ -16,11 +16,10 @@ function signUpFields (body: SignUpBody, minLength: number): { name: string, ema
   if (nameLength < 1 || nameLength > 100) throw validationFailed('name must be 1-100 characters')
   if (CONTROL.test(name)) throw validationFailed('name must not contain control characters')
   if (UNPAIRED.test(name)) throw validationFailed('name must be valid Unicode text')
-  const email = body.email.trim()
-  if (email.length > 254 || !EMAIL.test(email) || UNPAIRED.test(email)) throw validationFailed('email must be a valid email address')
+  const email = normalEmail(body.email)
   const policy = passwordPolicyError(body.password, minLength)
   if (policy !== null) throw validationFailed(policy)
-  return { name, email: email.toLowerCase() }
+  return { name, email }
 }
 
 /** What `me` answers. */

@@ -3,19 +3,12 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { AppError, tokenError, validationFailed } from '../errors.js'
 import { rateLimit } from '../rate-limit.js'
-import { passwordPolicyError, requirePassword, UNPAIRED } from '../passwords.js'
+import { passwordPolicyError, requirePassword } from '../passwords.js'
 import { emailTokenHash } from '../tokens.js'
-import { bearerAuth, EMAIL, ErrorReply, errorReplies, httpErrors, noAuth } from '../schemas.js'
+import { bearerAuth, ErrorReply, errorReplies, httpErrors, noAuth, normalEmail } from '../schemas.js'
 import { AcceptedReply, EmailBody, EmailChangeBody, ResetBody, TokenBody } from './schemas.js'
 import { CONFIRM_HEADERS, CONFIRM_PAGE } from './page.js'
 import * as q from './queries.js'
-
-/** An address as stored: trimmed, lower-cased; a 400 when it cannot be one. */
-export function normalEmail (value: string, field = 'email'): string {
-  const email = value.trim()
-  if (email.length > 254 || !EMAIL.test(email) || UNPAIRED.test(email)) throw validationFailed(`${field} must be a valid email address`)
-  return email.toLowerCase()
-}
 
 // The same answer for every address, known or not.
 const ACCEPTED = { msg: 'If the address belongs to an account, a message is on its way' }
