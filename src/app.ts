@@ -13,10 +13,12 @@ import jwksRoutes from './jwks.js'
 import observe, { createMetrics } from './observe.js'
 import rateLimits from './rate-limit.js'
 import { registerDocs } from './docs.js'
-import { ErrorBody } from './schemas.js'
+import { ErrorBody, MfaRequiredBody } from './schemas.js'
 import accountRoutes, { createProfileCache } from './account/routes.js'
 import sessionRoutes from './sessions/routes.js'
 import recoveryRoutes from './recovery/routes.js'
+import mfaRoutes from './mfa/routes.js'
+import { createSecondFactor, resealSecrets } from './mfa/factor.js'
 import { deliverMail } from './recovery/mail.js'
 import { createMailer, mailEnabled } from './mail.js'
 import { startOutbox, type Deliver, type OutboxSender } from './db/outbox.js'
@@ -153,6 +155,7 @@ async function register (app: FastifyInstance, config: Config): Promise<void> {
   await app.register(tokens)
   registerErrorHandler(app)
   app.addSchema(ErrorBody)
+  app.addSchema(MfaRequiredBody)
   const metrics = config.METRICS_ENABLED ? createMetrics() : null
   app.decorate('passwords', await createPasswords(config, metrics?.argon2))
 
@@ -179,10 +182,19 @@ async function register (app: FastifyInstance, config: Config): Promise<void> {
   }
   app.decorate('outbox', startOutbox(app, handlers))
   app.decorate('profiles', createProfileCache())
+  app.decorate('secondFactor', createSecondFactor(app))
+  if (config.DATA_ENCRYPTION_KEY === undefined && config.NODE_ENV === 'production') {
+    app.log.warn('DATA_ENCRYPTION_KEY is not set: TOTP secrets are stored unencrypted; generate a key with: openssl rand -base64 48')
+  }
+  // Secrets sealed under a retired key (or none) are re-sealed under the current one, in the background.
+  app.addHook('onReady', async () => {
+    resealSecrets(app.pg.pool, app.secondFactor, app.log).catch((err: Error) => app.log.warn({ err: { message: err.message } }, 'TOTP secrets not re-sealed; retried at the next start'))
+  })
 
   await app.register(healthRoutes)
   await app.register(jwksRoutes)
   await app.register(accountRoutes)
   await app.register(sessionRoutes)
+  await app.register(mfaRoutes)
   if (mail !== null) await app.register(recoveryRoutes)
 }

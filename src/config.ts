@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs'
 import { parseEnv } from 'node:util'
 import { envSchema } from 'env-schema'
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { oldKeyTexts } from './encryption.js'
 
 // Every setting, once: validation, defaults and the TypeScript type come from this schema.
 // The app registers it with @fastify/env (app.config); the few settings needed before the
@@ -57,6 +58,10 @@ export const ConfigSchema = Type.Object({
   PASSWORD_RESET_TTL: Seconds(3600, 'lifetime of reset-password links'),
   EMAIL_COOLDOWN: Type.Integer({ minimum: 0, maximum: 86_400, default: 60, description: 'seconds between two mails of a kind to one address' }),
   RATE_LIMIT_EMAIL: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 20, description: 'forgot, resend and email-change requests per client IP per minute' }),
+
+  DATA_ENCRYPTION_KEY: Type.Optional(Type.String({ description: 'at least 32 bytes: seals TOTP secrets (AES-256-GCM); unset: they are stored as they are' })),
+  DATA_ENCRYPTION_KEYS_OLD: Type.Optional(Type.String({ description: 'retired DATA_ENCRYPTION_KEY values, comma-separated: still opened, re-sealed under the new key at start' })),
+  MFA_ISSUER: Type.Optional(Type.String({ minLength: 1, maxLength: 100, description: 'the issuer shown in authenticator apps; default JWT_ISSUER' })),
 
   PASSWORD_MIN_LENGTH: Type.Integer({ minimum: 1, maximum: 1024, default: 8 }),
   ARGON2_MEMORY_KIB: Type.Integer({ minimum: 1024, maximum: 1_048_576, default: 19_456 }),
@@ -129,6 +134,12 @@ export function checkConfig (config: Config): void {
     if (config.SMTP_URL === undefined && config.EMAIL_VERIFICATION === 'required') {
       throw new ConfigError('EMAIL_VERIFICATION: required needs SMTP_URL when NODE_ENV=production (no mail could verify an address)')
     }
+  }
+  if (config.DATA_ENCRYPTION_KEY !== undefined && Buffer.byteLength(config.DATA_ENCRYPTION_KEY) < MIN_SECRET_BYTES) {
+    throw new ConfigError(`DATA_ENCRYPTION_KEY: must be at least ${MIN_SECRET_BYTES} bytes; generate one with: openssl rand -base64 48`)
+  }
+  if (oldKeyTexts(config.DATA_ENCRYPTION_KEYS_OLD).some((k) => Buffer.byteLength(k) < MIN_SECRET_BYTES)) {
+    throw new ConfigError(`DATA_ENCRYPTION_KEYS_OLD: each key (comma-separated) must be at least ${MIN_SECRET_BYTES} bytes`)
   }
   if (config.JWT_ACCESS_TTL > config.JWT_REFRESH_TTL) {
     throw new ConfigError('JWT_ACCESS_TTL: must not be longer than JWT_REFRESH_TTL')

@@ -45,6 +45,7 @@ export async function registerDocs (app: FastifyInstance): Promise<void> {
         { name: 'auth', description: 'Accounts, tokens and sessions' },
         // Without mail (production without SMTP_URL) its operations do not exist.
         ...(mailEnabled(app.config) ? [{ name: 'email', description: 'Verification, password reset and email change: mailed links' }] : []),
+        { name: 'mfa', description: 'A second factor: TOTP with recovery codes' },
         { name: 'service', description: 'Health and operations' }
       ],
       components: {

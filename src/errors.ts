@@ -15,7 +15,9 @@ export class AppError extends Error {
     readonly statusCode: number,
     readonly code: ErrorCode,
     message: string,
-    readonly headers: Record<string, string> = {}
+    readonly headers: Record<string, string> = {},
+    /** More fields of the body (the mfa_token of MFA_REQUIRED); the route's schema must list them. */
+    readonly extra: Record<string, string> = {}
   ) {
     super(message)
   }
@@ -72,7 +74,7 @@ function toAppError (err: FastifyError): AppError | undefined {
 
 /** The contract's error body. */
 export function errorBody (err: AppError): { statusCode: number, error: string, code: ErrorCode, message: string } {
-  return { statusCode: err.statusCode, error: STATUS_CODES[err.statusCode] ?? 'Error', code: err.code, message: err.message }
+  return { statusCode: err.statusCode, error: STATUS_CODES[err.statusCode] ?? 'Error', code: err.code, message: err.message, ...err.extra }
 }
 
 /**

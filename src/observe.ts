@@ -38,8 +38,16 @@ const AUDITED: Record<string, string> = {
   'email_change:success': 'email-change-request',
   'password_forgot:accepted': 'password-reset-request', // for an account only (see below)
   'password_reset:success': 'password-reset',
-  'account_delete:success': 'account-delete'
+  'account_delete:success': 'account-delete',
+  'mfa_enable:success': 'mfa-enable',
+  'mfa_disable:success': 'mfa-disable',
+  'mfa_verify:success': 'mfa-verify',
+  'mfa_verify:recovery_code': 'recovery-code-used',
+  'recovery_codes:success': 'recovery-codes-regenerated'
 }
+
+// A wrong TOTP or recovery code, wherever one is asked for.
+const WRONG_CODE_EVENT = 'mfa-verify-failed'
 
 export type Metrics = ReturnType<typeof createMetrics>
 
@@ -174,7 +182,7 @@ async function observe (app: FastifyInstance, { metrics, queueDepth }: { metrics
     if (action === undefined) return
     const event = request.event ?? { outcome: reply.statusCode < 400 ? 'success' : `status_${reply.statusCode}` }
     metrics?.outcomes.inc({ action, outcome: event.outcome })
-    const audited = AUDITED[`${action}:${event.outcome}`]
+    const audited = event.outcome === 'invalid_code' ? WRONG_CODE_EVENT : AUDITED[`${action}:${event.outcome}`]
     // A reset asked for an address without an account is nobody's event.
     if (audited === undefined || (audited === 'password-reset-request' && event.userId === undefined)) return
     // Not awaited by the client: the answer has already gone. A failure is logged, not fatal.

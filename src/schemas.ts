@@ -9,6 +9,17 @@ import { UNPAIRED } from './passwords.js'
 // Passwords are bounded so that nobody can make argon2 hash megabytes; never trimmed.
 export const Password = Type.String({ minLength: 1, maxLength: 1024, description: 'Never trimmed; at most 1024 characters', examples: ['correct horse battery'] })
 
+// A TOTP or recovery code: what an account with TOTP on gives with its password for every change.
+export const SecondFactorCode = Type.String({
+  minLength: 1,
+  maxLength: 64,
+  description: 'A 6-digit code from the authenticator app, or one of the recovery codes; required when TOTP is on',
+  examples: ['123456']
+})
+
+/** What a 403 means on a change that needs the second factor. */
+export const MFA_CODE_MISSING = 'MFA_REQUIRED: TOTP is on for this account: send `code` too'
+
 // Every error's body. A shared schema (app.ts adds it once, before the routes): the routes refer
 // to it with ErrorReply, and the OpenAPI document lists it once, as components.schemas.ErrorBody.
 export const ErrorBody = Type.Object({
@@ -17,6 +28,13 @@ export const ErrorBody = Type.Object({
   code: Type.String({ description: 'Stable error code, for programs (see each status)' }),
   message: Type.String({ description: 'For people; may change' })
 }, { $id: 'ErrorBody' })
+
+// Sign-in's 403 body: ErrorBody, and with MFA_REQUIRED the token for the second step. Shared like
+// ErrorBody (app.ts adds it): the OpenAPI document lists it as components.schemas.MfaRequiredBody.
+export const MfaRequiredBody = Type.Object({
+  ...ErrorBody.properties,
+  mfa_token: Type.Optional(Type.String({ description: 'With MFA_REQUIRED: for POST /auth/mfa/verify, within 300 s, once' }))
+}, { $id: 'MfaRequiredBody' })
 
 // What each error status means, for the OpenAPI document.
 const ERRORS: Record<number, string> = {

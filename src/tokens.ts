@@ -19,7 +19,13 @@ export interface Claims {
   exp: number
   iss: string
   aud?: string
+  /** How the session's user signed in (RFC 8176): ['pwd'], or ['pwd', 'otp'] after a second factor. */
+  amr?: string[]
 }
+
+/** The `amr` of a sign-in with the password only, and of one with a second factor too. */
+export const PASSWORD_ONLY = ['pwd']
+export const WITH_OTP = ['pwd', 'otp']
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
@@ -123,8 +129,9 @@ declare module '@fastify/jwt' {
 export interface Tokens {
   /** The public keys for GET /.well-known/jwks.json: the signing key first; none with a shared secret only. */
   jwks: Jwk[]
-  access: (sub: string, sid: string) => string
-  refresh: (sub: string, sid: string, jti: string) => string
+  /** `amr` goes into both tokens of a session: refresh carries it on to the next access token. */
+  access: (sub: string, sid: string, amr: string[]) => string
+  refresh: (sub: string, sid: string, jti: string, amr: string[]) => string
   /**
    * The verified claims of the request's bearer token (or `body.refresh_token` on routes that
    * take it): signature, issuer, audience, expiry and type checked; throws the contract's 401s.
@@ -221,9 +228,9 @@ async function tokens (app: FastifyInstance): Promise<void> {
   // with rotation: not remembered.
   const verifiedAccess = new LruMap<Claims>(10_000)
 
-  function sign (type: TokenType, sub: string, sid: string, jti: string, ttl: number): string {
+  function sign (type: TokenType, sub: string, sid: string, jti: string, ttl: number, amr: string[]): string {
     const iat = Math.floor(Date.now() / 1000)
-    const claims: Claims = { sub, sid, type, jti, iat, exp: iat + ttl, iss: config.JWT_ISSUER }
+    const claims: Claims = { sub, sid, type, jti, iat, exp: iat + ttl, iss: config.JWT_ISSUER, amr }
     if (config.JWT_AUDIENCE !== undefined) claims.aud = config.JWT_AUDIENCE
     return app.jwt.sign(claims)
   }
@@ -258,8 +265,8 @@ async function tokens (app: FastifyInstance): Promise<void> {
 
   app.decorate('tokens', {
     jwks,
-    access: (sub: string, sid: string) => sign('access', sub, sid, randomUUID(), config.JWT_ACCESS_TTL),
-    refresh: (sub: string, sid: string, jti: string) => sign('refresh', sub, sid, jti, config.JWT_REFRESH_TTL),
+    access: (sub: string, sid: string, amr: string[]) => sign('access', sub, sid, randomUUID(), config.JWT_ACCESS_TTL, amr),
+    refresh: (sub: string, sid: string, jti: string, amr: string[]) => sign('refresh', sub, sid, jti, config.JWT_REFRESH_TTL, amr),
     authenticate
   } satisfies Tokens)
 }

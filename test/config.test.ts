@@ -80,6 +80,18 @@ t.test('a short secret is refused with a hint on making one; 32 UTF-8 bytes pass
   t.ok(loadConfig({ ...base, JWT_SECRET_KEY: 'é'.repeat(16) }), '16 × 2-byte characters = 32 bytes')
 })
 
+t.test('DATA_ENCRYPTION_KEY and each of DATA_ENCRYPTION_KEYS_OLD: at least 32 bytes, never quoted', async (t) => {
+  t.throws(() => loadConfig({ ...base, DATA_ENCRYPTION_KEY: 's3cr3t'.repeat(5) }), { message: /^DATA_ENCRYPTION_KEY: must be at least 32 bytes.*openssl rand/ })
+  t.throws(() => loadConfig({ ...base, DATA_ENCRYPTION_KEY: 'k'.repeat(32), DATA_ENCRYPTION_KEYS_OLD: `${'o'.repeat(32)}, sh0rt` }),
+    { message: /^DATA_ENCRYPTION_KEYS_OLD: each key/ })
+  try {
+    loadConfig({ ...base, DATA_ENCRYPTION_KEY: 's3cr3t'.repeat(5) })
+  } catch (err) {
+    t.notMatch((err as Error).message, /s3cr3t/, 'the value is not in the message')
+  }
+  t.ok(loadConfig({ ...base, DATA_ENCRYPTION_KEY: 'k'.repeat(32), DATA_ENCRYPTION_KEYS_OLD: `${'o'.repeat(32)},${'p'.repeat(40)}` }))
+})
+
 t.test('NODE_ENV=production refuses to start without DATABASE_URL or a signing key', async (t) => {
   t.throws(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET_KEY: base.JWT_SECRET_KEY }), { message: /^DATABASE_URL:/ })
   t.throws(() => loadConfig({ NODE_ENV: 'production', DATABASE_URL: base.DATABASE_URL }), { message: /^JWT_SECRET_KEY:/ })

@@ -1,6 +1,9 @@
+import { createHmac } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import t from 'tap'
-import { chromium } from 'playwright-core'
+import { chromium, type Page } from 'playwright-core'
+import jsQR from 'jsqr' // CommonJS: its types name the function `default`
+import { PNG } from 'pngjs'
 import { createDatabase, PASSWORD, spawnServer, uniqueEmail } from './helper.js'
 
 // The interactive docs as a person uses them: Debian's Chromium, headless, against the real
@@ -46,4 +49,81 @@ if (!existsSync(CHROMIUM)) {
     })
     t.equal(signIn.status, 200, 'the user made from the page can sign in')
   })
+
+  t.test('/docs in a browser: the second factor end to end with "Try it out", and the QR code holds the otpauth URL', async (t) => {
+    const base = await spawnServer(t, await createDatabase(t)).listening
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS })
+    t.teardown(async () => await browser.close())
+    const page = await browser.newPage()
+    page.setDefaultTimeout(15_000)
+    await page.goto(`${base}/docs`)
+    await page.locator('.opblock').first().waitFor()
+
+    const email = uniqueEmail('docs-mfa')
+    const call = async (path: string, body: object) => await (await fetch(`${base}${path}`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body)
+    })).json()
+    await call('/auth/sign-up', { name: 'Docs User', email, password: PASSWORD })
+    const { access_token: access } = await call('/auth/sign-in', { email, password: PASSWORD })
+
+    // Authorize with the access token, as a person would, for the operations that need it.
+    await page.getByRole('button', { name: 'Authorize' }).first().click()
+    await page.locator('.modal-ux input[type=text]').fill(access)
+    await page.locator('.modal-ux button.modal-btn.authorize').click()
+    await page.locator('.modal-ux button.btn-done').click()
+
+    const enrol = await tryIt(page, 'post', '/auth/mfa/totp', { password: PASSWORD })
+    t.equal(enrol.status, '200', 'enrol: 200')
+    const { secret, otpauth_url: url, qr_svg: svg } = enrol.json
+    t.match(url, /^otpauth:\/\/totp\//)
+
+    // The QR code, drawn by the browser, decodes to the otpauth URL.
+    const qr = await browser.newPage({ viewport: { width: 400, height: 400 } })
+    await qr.setContent(`<body style="margin:0;background:#fff">${svg.replace('<svg', '<svg width="400" height="400"')}</body>`)
+    const png = PNG.sync.read(await qr.screenshot())
+    t.equal(jsQR.default(new Uint8ClampedArray(png.data), png.width, png.height)?.data, url, 'the QR code holds otpauth_url')
+
+    const confirm = await tryIt(page, 'post', '/auth/mfa/totp/confirm', { code: totp(secret) })
+    t.equal(confirm.status, '200', 'confirm: 200')
+    t.equal(confirm.json.recovery_codes.length, 10)
+
+    const signIn = await tryIt(page, 'post', '/auth/sign-in', { email, password: PASSWORD })
+    t.equal(signIn.status, '403', 'sign-in: 403')
+    t.equal(signIn.json.code, 'MFA_REQUIRED')
+    const verify = await tryIt(page, 'post', '/auth/mfa/verify', { mfa_token: signIn.json.mfa_token, code: confirm.json.recovery_codes[0] })
+    t.equal(verify.status, '200', 'verify with a recovery code: 200')
+    t.type(verify.json.access_token, 'string')
+
+    const renew = await tryIt(page, 'post', '/auth/mfa/recovery-codes', { code: confirm.json.recovery_codes[1] })
+    t.equal(renew.status, '200', 'new recovery codes: 200')
+    const off = await tryIt(page, 'delete', '/auth/mfa/totp', { password: PASSWORD, code: renew.json.recovery_codes[0] })
+    t.equal(off.status, '204', 'TOTP off: 204')
+  })
+}
+
+/** Opens an operation, fills its body, executes it: the status and body the page shows. */
+async function tryIt (page: Page, method: string, path: string, body: object): Promise<{ status: string, json: any }> {
+  const op = page.locator(`.opblock-${method}`, { has: page.locator(`[data-path="${path}"]`) })
+  await op.locator('.opblock-summary-control').click()
+  await op.getByRole('button', { name: 'Try it out' }).click()
+  await op.locator('textarea.body-param__text').fill(JSON.stringify(body))
+  await op.getByRole('button', { name: 'Execute' }).click()
+  const row = op.locator('.live-responses-table tr.response')
+  await row.waitFor()
+  const status = (await row.locator('.response-col_status').textContent())?.trim() ?? ''
+  const text = status === '204' ? 'null' : (await row.locator('.response-col_description pre').first().textContent()) ?? 'null'
+  await op.locator('.opblock-summary-control').click() // closed again, so that the next operation's buttons are the only ones
+  return { status, json: JSON.parse(text) }
+}
+
+/** The current TOTP code of a base32 secret (RFC 6238), computed here. */
+function totp (secret: string): string {
+  let bits = ''
+  for (const c of secret) bits += 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567'.indexOf(c).toString(2).padStart(5, '0')
+  const key = Buffer.from((bits.match(/.{8}/g) ?? []).map((b) => parseInt(b, 2)))
+  const counter = Buffer.alloc(8)
+  counter.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 30_000)))
+  const mac = createHmac('sha1', key).update(counter).digest()
+  const offset = mac[mac.length - 1] & 0xf
+  return String((mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000).padStart(6, '0')
 }

@@ -66,6 +66,8 @@ t.test('pruning removes exactly what is due and keeps the rest', async (t) => {
   await db.query('INSERT INTO email_cooldowns (email, purpose, until) VALUES ($1, \'reset-password\', now() - interval \'1 second\'), ($2, \'reset-password\', now() + interval \'1 minute\')', [stale, fresh])
   await db.query(`INSERT INTO email_tokens (token_hash, user_id, purpose, email, stamp, expires_at)
                   VALUES ('\\x01', $1, 'reset-password', $2, '\\x00', now() - interval '1 second'), ('\\x02', $1, 'reset-password', $2, '\\x00', now() + interval '1 hour')`, [user.id, user.email])
+  await db.query(`INSERT INTO mfa_challenges (token_hash, user_id, expires_at)
+                  VALUES ('\\x03', $1, now() - interval '25 hours'), ('\\x04', $1, now() - interval '23 hours')`, [user.id])
   await settle()
 
   const result = await prune(db, 90)
@@ -79,6 +81,8 @@ t.test('pruning removes exactly what is due and keeps the rest', async (t) => {
   t.same(throttled.rows.map((r) => r.email), [fresh, fresh], 'stale throttle rows go, live ones stay')
   t.same((await db.query('SELECT email FROM email_cooldowns WHERE email IN ($1, $2)', [stale, fresh])).rows.map((r) => r.email), [fresh], 'past cooldowns go')
   t.same((await db.query("SELECT encode(token_hash, 'hex') AS h FROM email_tokens WHERE user_id = $1 AND length(token_hash) = 1", [user.id])).rows.map((r) => r.h), ['02'], 'expired mailed tokens go')
+  t.same((await db.query("SELECT encode(token_hash, 'hex') AS h FROM mfa_challenges WHERE user_id = $1", [user.id])).rows.map((r) => r.h), ['04'],
+    'sign-in challenges go a day after they expire (till then a late one is told TOKEN_EXPIRED)')
   t.equal((await refresh(app, (await app.inject({ method: 'POST', url: '/auth/sign-in', payload: { email: user.email, password: PASSWORD } })).json().refresh_token)).statusCode, 200, 'the service goes on')
 })
 

@@ -10,6 +10,9 @@ export interface User {
   created_at: Date
 }
 
+/** What `me` shows: the user, and whether TOTP is on. */
+export interface MeRow extends User { mfa_enabled: boolean }
+
 /**
  * The new user, or undefined when the (lower-cased) email is taken. With `verify`, a verification
  * link is queued for the address in the same statement.
@@ -31,10 +34,12 @@ export async function insertUser (db: Db, u: { name: string, email: string, pass
   return rows[0]
 }
 
-export async function findUserById (db: Db, id: string): Promise<User | undefined> {
-  const { rows } = await db.query<User>({
+export async function findUserById (db: Db, id: string): Promise<MeRow | undefined> {
+  const { rows } = await db.query<MeRow>({
     name: 'find-user-by-id',
-    text: 'SELECT id, name, email, email_verified_at, created_at FROM users WHERE id = $1',
+    text: `SELECT id, name, email, email_verified_at, created_at,
+                  EXISTS (SELECT 1 FROM totp_secrets s WHERE s.user_id = users.id AND s.confirmed_at IS NOT NULL) AS mfa_enabled
+           FROM users WHERE id = $1`,
     values: [id]
   })
   return rows[0]
@@ -57,15 +62,6 @@ export async function deleteUser (db: Db, id: string, passwordHash: string): Pro
     values: [id, passwordHash]
   })
   return rows.length > 0
-}
-
-export async function findPasswordHash (db: Db, userId: string): Promise<string | undefined> {
-  const { rows } = await db.query<{ password_hash: string }>({
-    name: 'find-password-hash',
-    text: 'SELECT password_hash FROM users WHERE id = $1',
-    values: [userId]
-  })
-  return rows[0]?.password_hash
 }
 
 /**

@@ -5,10 +5,11 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { AppError, tokenError, validationFailed } from '../errors.js'
 import { rateLimit } from '../rate-limit.js'
 import { passwordPolicyError, requirePassword, UNPAIRED } from '../passwords.js'
-import { bearerAuth, CONTROL, ErrorReply, errorReplies, noAuth, normalEmail } from '../schemas.js'
+import { bearerAuth, CONTROL, ErrorReply, errorReplies, MFA_CODE_MISSING, noAuth, normalEmail } from '../schemas.js'
 import { mailEnabled } from '../mail.js'
 import { DeleteAccountBody, MeReply, PasswordBody, SignUpBody, SignUpReply } from './schemas.js'
 import * as q from './queries.js'
+import { findCredentials } from '../mfa/queries.js'
 
 function signUpFields (body: SignUpBody, minLength: number): { name: string, email: string } {
   const name = body.name.trim()
@@ -41,7 +42,7 @@ export const createProfileCache = (): LruMap<Profile> => new LruMap<Profile>(10_
 /** The account: sign-up, the signed-in user (`me`), password change, deletion. */
 export default async function accountRoutes (fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
-  const { config, passwords, tokens, outbox, profiles } = app
+  const { config, passwords, tokens, outbox, profiles, secondFactor } = app
   const db = app.pg.pool
   // Unless verification is off, sign-up mails a link (when mail can go out at all).
   const verifyAtSignUp = config.EMAIL_VERIFICATION !== 'off' && mailEnabled(config)
@@ -90,7 +91,7 @@ export default async function accountRoutes (fastify: FastifyInstance): Promise<
         username: user.name,
         email: user.email,
         email_verified: user.email_verified_at !== null,
-        mfa_enabled: false, // no second factor can be enrolled yet
+        mfa_enabled: user.mfa_enabled,
         created_at: user.created_at.toISOString()
       }
       profiles.set(sub, profile)
@@ -113,7 +114,8 @@ export default async function accountRoutes (fastify: FastifyInstance): Promise<
       response: {
         204: Type.Null({ description: 'Password changed' }),
         ...errorReplies(400, 413, 415, 429, 503),
-        401: ErrorReply(401, 'INVALID_CREDENTIALS: the current password is wrong; or TOKEN_MISSING, TOKEN_INVALID, TOKEN_EXPIRED')
+        401: ErrorReply(401, 'INVALID_CREDENTIALS: the current password or the code is wrong; or TOKEN_MISSING, TOKEN_INVALID, TOKEN_EXPIRED'),
+        403: ErrorReply(403, MFA_CODE_MISSING)
       }
     }
   }, async (request, reply) => {
@@ -122,9 +124,11 @@ export default async function accountRoutes (fastify: FastifyInstance): Promise<
     const policy = passwordPolicyError(newPassword, config.PASSWORD_MIN_LENGTH)
     // The policy speaks of `password`; here the field is new_password.
     if (policy !== null) throw validationFailed(policy.replace(/^password/, 'new_password'))
-    const stored = await q.findPasswordHash(db, sub)
-    if (stored === undefined) throw tokenError('TOKEN_INVALID', 'User no longer exists')
+    const account = await findCredentials(db, sub)
+    if (account === undefined) throw tokenError('TOKEN_INVALID', 'User no longer exists')
+    const stored = account.password_hash
     await requirePassword(passwords, request, { stored, password: currentPassword, userId: sub, sessionId: sid, message: 'The current password is wrong' })
+    await secondFactor.require(request, { userId: sub, sessionId: sid, state: account, code: request.body.code })
     const newHash = await passwords.hash(newPassword)
     if (!await q.changePassword(db, { userId: sub, oldHash: stored, newHash, keepSid: sid })) {
       // The stored hash changed since it was verified (a concurrent change): the check above is stale.
@@ -151,14 +155,17 @@ export default async function accountRoutes (fastify: FastifyInstance): Promise<
       response: {
         204: Type.Null({ description: 'Account deleted' }),
         ...errorReplies(400, 413, 415, 429, 503),
-        401: ErrorReply(401, 'INVALID_CREDENTIALS: the password is wrong; or TOKEN_MISSING, TOKEN_INVALID, TOKEN_EXPIRED')
+        401: ErrorReply(401, 'INVALID_CREDENTIALS: the password or the code is wrong; or TOKEN_MISSING, TOKEN_INVALID, TOKEN_EXPIRED'),
+        403: ErrorReply(403, MFA_CODE_MISSING)
       }
     }
   }, async (request, reply) => {
     const { sub, sid } = await tokens.authenticate(request, 'access')
-    const stored = await q.findPasswordHash(db, sub)
-    if (stored === undefined) throw tokenError('TOKEN_INVALID', 'User no longer exists')
+    const account = await findCredentials(db, sub)
+    if (account === undefined) throw tokenError('TOKEN_INVALID', 'User no longer exists')
+    const stored = account.password_hash
     await requirePassword(passwords, request, { stored, password: request.body.password, userId: sub, sessionId: sid })
+    await secondFactor.require(request, { userId: sub, sessionId: sid, state: account, code: request.body.code })
     if (!await q.deleteUser(db, sub, stored)) {
       // The password changed since it was verified: the check above is stale.
       request.event = { outcome: 'invalid_credentials', userId: sub, sessionId: sid }

@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox'
-import { Password } from '../schemas.js'
+import { Password, SecondFactorCode } from '../schemas.js'
 
 // Sign-up, me and password change: bodies and replies (the shared pieces are in ../schemas.ts).
 
@@ -27,9 +27,10 @@ export const MeReply = Type.Object({
 export const PasswordBody = Type.Object({
   current_password: Password,
   // The policy (length, common list) is checked by the handler, so the message names new_password.
-  new_password: Type.String({ maxLength: 1024, description: 'At least PASSWORD_MIN_LENGTH (8) characters, at most 1024; not a common password; never trimmed', examples: ['a new horse battery staple'] })
+  new_password: Type.String({ maxLength: 1024, description: 'At least PASSWORD_MIN_LENGTH (8) characters, at most 1024; not a common password; never trimmed', examples: ['a new horse battery staple'] }),
+  code: Type.Optional(SecondFactorCode)
 })
 export type PasswordBody = Static<typeof PasswordBody>
 
-export const DeleteAccountBody = Type.Object({ password: Password })
+export const DeleteAccountBody = Type.Object({ password: Password, code: Type.Optional(SecondFactorCode) })
 export type DeleteAccountBody = Static<typeof DeleteAccountBody>

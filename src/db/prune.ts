@@ -5,11 +5,11 @@ const SESSION_RETENTION_DAYS = 7
 // Any number shared by every replica: the advisory lock that lets one of them prune at a time.
 const PRUNE_LOCK = 7_316_540_021
 
-export interface PruneResult { sessions: number, auditEvents: number, throttleRows: number, emailRows: number }
+export interface PruneResult { sessions: number, auditEvents: number, throttleRows: number, emailRows: number, mfaChallenges: number }
 
 /**
  * Deletes sessions that ended (expired or revoked) over a week ago, audit events older than
- * `auditRetentionDays`, stale sign-in throttle rows, expired mailed tokens and past cooldowns. Safe with several replicas: the one holding the advisory lock prunes,
+ * `auditRetentionDays`, stale sign-in throttle rows, expired mailed tokens, past cooldowns and old sign-in challenges. Safe with several replicas: the one holding the advisory lock prunes,
  * the others return null at once.
  */
 export async function prune (pool: Pool, auditRetentionDays: number): Promise<PruneResult | null> {
@@ -33,12 +33,15 @@ export async function prune (pool: Pool, auditRetentionDays: number): Promise<Pr
     // Mailed tokens once expired; cooldowns once over (they hold addresses, known or not).
     const tokens = await client.query('DELETE FROM email_tokens WHERE expires_at < now()')
     const cooldowns = await client.query('DELETE FROM email_cooldowns WHERE until < now()')
+    // Sign-in challenges a day after expiry (till then a late use is told TOKEN_EXPIRED).
+    const challenges = await client.query("DELETE FROM mfa_challenges WHERE expires_at < now() - interval '1 day'")
     await client.query('COMMIT')
     return {
       sessions: sessions.rowCount ?? 0,
       auditEvents: audit.rowCount ?? 0,
       throttleRows: (throttle.rowCount ?? 0) + (windows.rowCount ?? 0),
-      emailRows: (tokens.rowCount ?? 0) + (cooldowns.rowCount ?? 0)
+      emailRows: (tokens.rowCount ?? 0) + (cooldowns.rowCount ?? 0),
+      mfaChallenges: challenges.rowCount ?? 0
     }
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {})

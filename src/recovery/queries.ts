@@ -196,13 +196,3 @@ export async function resetPassword (db: Db, hash: Buffer, passwordHash: string)
   })
   return rows[0]?.id
 }
-
-/** The current address and password hash of a user, for an email change. */
-export async function findAccount (db: Db, userId: string): Promise<{ email: string, password_hash: string } | undefined> {
-  const { rows } = await db.query<{ email: string, password_hash: string }>({
-    name: 'find-account',
-    text: 'SELECT email, password_hash FROM users WHERE id = $1',
-    values: [userId]
-  })
-  return rows[0]
-}

@@ -5,10 +5,11 @@ import { AppError, tokenError, validationFailed } from '../errors.js'
 import { rateLimit } from '../rate-limit.js'
 import { passwordPolicyError, requirePassword } from '../passwords.js'
 import { emailTokenHash } from '../tokens.js'
-import { bearerAuth, ErrorReply, errorReplies, httpErrors, noAuth, normalEmail } from '../schemas.js'
+import { bearerAuth, ErrorReply, errorReplies, httpErrors, MFA_CODE_MISSING, noAuth, normalEmail } from '../schemas.js'
 import { AcceptedReply, EmailBody, EmailChangeBody, ResetBody, TokenBody } from './schemas.js'
 import { CONFIRM_HEADERS, CONFIRM_PAGE } from './page.js'
 import * as q from './queries.js'
+import { findCredentials } from '../mfa/queries.js'
 
 // The same answer for every address, known or not.
 const ACCEPTED = { msg: 'If the address belongs to an account, a message is on its way' }
@@ -178,15 +179,17 @@ export default async function recoveryRoutes (fastify: FastifyInstance): Promise
       response: {
         202: AcceptedReply,
         ...errorReplies(400, 413, 415, 429, 503),
-        401: ErrorReply(401, 'INVALID_CREDENTIALS: the password is wrong; or TOKEN_MISSING, TOKEN_INVALID, TOKEN_EXPIRED')
+        401: ErrorReply(401, 'INVALID_CREDENTIALS: the password or the code is wrong; or TOKEN_MISSING, TOKEN_INVALID, TOKEN_EXPIRED'),
+        403: ErrorReply(403, MFA_CODE_MISSING)
       }
     }
   }, async (request, reply) => {
     const { sub, sid } = await tokens.authenticate(request, 'access')
     const newEmail = normalEmail(request.body.new_email, 'new_email')
-    const current = await q.findAccount(db, sub)
+    const current = await findCredentials(db, sub)
     if (current === undefined) throw tokenError('TOKEN_INVALID', 'User no longer exists')
     await requirePassword(passwords, request, { stored: current.password_hash, password: request.body.password, userId: sub, sessionId: sid })
+    await app.secondFactor.require(request, { userId: sub, sessionId: sid, state: current, code: request.body.code })
     if (newEmail === current.email) throw validationFailed('new_email is already the address of this account')
     if (await q.requestEmailChange(db, { userId: sub, newEmail, cooldown: config.EMAIL_COOLDOWN })) outbox.kick()
     request.event = { outcome: 'success', userId: sub, sessionId: sid }

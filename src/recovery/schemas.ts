@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox'
-import { Password } from '../schemas.js'
+import { Password, SecondFactorCode } from '../schemas.js'
 
 // Verification, reset, email change: bodies and replies (the shared pieces are in ../schemas.ts).
 
@@ -22,7 +22,8 @@ export type ResetBody = Static<typeof ResetBody>
 
 export const EmailChangeBody = Type.Object({
   new_email: Email,
-  password: Password
+  password: Password,
+  code: Type.Optional(SecondFactorCode)
 })
 export type EmailChangeBody = Static<typeof EmailChangeBody>
 

@@ -1,4 +1,5 @@
 import type { Db } from '../db/index.js'
+import { RETRY_AFTER, THROTTLE_JOINS } from '../throttle.js'
 
 // The statements of sign-in, refresh, sign-out and the session list: parameterized, one function
 // each, one round trip each. Named statements are prepared once per connection by pg.
@@ -139,16 +140,13 @@ export async function revokeSession (db: Db, r: { id: string, userId: string, re
   return rowCount === 1
 }
 
-// Per-account throttling (contract, "Abuse protection").
-const THROTTLE_AFTER = 5 // consecutive failures for one (email, IP) before delays start
-const THROTTLE_MAX_DELAY = 900 // seconds: 2 s after the 5th, doubling with each further failure up to this
-const GLOBAL_FAILURES = 100 // failures for one email from all IPs within an hour before every IP waits
-
 export interface SignInState {
   id: string | null
   name: string | null
   password_hash: string | null
   email_verified: boolean
+  /** TOTP is on: the password alone does not sign in */
+  mfa_enabled: boolean
   /** seconds this (email, IP) or this email must still wait; null when it may try */
   retry_after: number | null
   /** this (email, IP) has failures on record (a success must clear them) */
@@ -162,50 +160,15 @@ export interface SignInState {
 export async function findSignInState (db: Db, email: string, ip: string): Promise<SignInState> {
   const { rows } = await db.query<SignInState>({
     name: 'find-sign-in-state',
-    text: `SELECT u.id, u.name, u.password_hash, u.email_verified_at IS NOT NULL AS email_verified, t.failures IS NOT NULL AS has_failures,
-                  ceil(extract(epoch FROM greatest(
-                    t.blocked_until,
-                    CASE WHEN e.failures >= $3 THEN e.window_start + interval '1 hour' END
-                  ) - now()))::int AS retry_after
+    text: `SELECT u.id, u.name, u.password_hash, u.email_verified_at IS NOT NULL AS email_verified,
+                  EXISTS (SELECT 1 FROM totp_secrets s WHERE s.user_id = u.id AND s.confirmed_at IS NOT NULL) AS mfa_enabled,
+                  t.failures IS NOT NULL AS has_failures, ${RETRY_AFTER} AS retry_after
            FROM (SELECT $1::text AS email) k
            LEFT JOIN users u ON u.email = k.email
-           LEFT JOIN sign_in_throttle t ON t.email = k.email AND t.ip = $2
-           LEFT JOIN sign_in_email_failures e ON e.email = k.email AND e.window_start > now() - interval '1 hour'`,
-    values: [email, ip, GLOBAL_FAILURES]
+           ${THROTTLE_JOINS('k.email', '$2')}`,
+    values: [email, ip]
   })
   const state = rows[0]
   if (state.retry_after !== null && state.retry_after <= 0) state.retry_after = null
   return state
-}
-
-/** Counts a failed sign-in for (email, IP) and for the email; from the 5th in a row, a doubling delay. */
-export async function recordSignInFailure (db: Db, email: string, ip: string): Promise<void> {
-  await db.query({
-    name: 'record-sign-in-failure',
-    text: `WITH per_ip AS (
-             INSERT INTO sign_in_throttle AS t (email, ip, failures, last_failure_at)
-             VALUES ($1, $2, 1, now())
-             ON CONFLICT (email, ip) DO UPDATE SET
-               failures = t.failures + 1,
-               last_failure_at = now(),
-               blocked_until = CASE WHEN t.failures + 1 >= $3
-                 THEN now() + make_interval(secs => least($4, power(2, t.failures + 2 - $3)))
-               END
-           )
-           INSERT INTO sign_in_email_failures AS e (email, window_start, failures)
-           VALUES ($1, now(), 1)
-           ON CONFLICT (email) DO UPDATE SET
-             window_start = CASE WHEN e.window_start <= now() - interval '1 hour' THEN now() ELSE e.window_start END,
-             failures = CASE WHEN e.window_start <= now() - interval '1 hour' THEN 1 ELSE e.failures + 1 END`,
-    values: [email, ip, THROTTLE_AFTER, THROTTLE_MAX_DELAY]
-  })
-}
-
-/** A success ends the run of failures for (email, IP). */
-export async function clearSignInFailures (db: Db, email: string, ip: string): Promise<void> {
-  await db.query({
-    name: 'clear-sign-in-failures',
-    text: 'DELETE FROM sign_in_throttle WHERE email = $1 AND ip = $2',
-    values: [email, ip]
-  })
 }

@@ -1,15 +1,21 @@
-import { randomUUID, timingSafeEqual } from 'node:crypto'
+import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto'
 import { Type } from '@sinclair/typebox'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { AppError, invalidCredentials, tokenError, validationFailed } from '../errors.js'
 import { rateLimit } from '../rate-limit.js'
 import { UNPAIRED } from '../passwords.js'
-import { nextTokenId, newTokenId, tokenHash } from '../tokens.js'
+import { nextTokenId, newTokenId, PASSWORD_ONLY, tokenHash, WITH_OTP } from '../tokens.js'
+import { clearFailures, recordFailure } from '../throttle.js'
 import { batched } from '../db/batch.js'
 import { bearerAuth, CONTROL, ErrorReply, errorReplies, NO_STORE, noAuth } from '../schemas.js'
-import { RefreshBody, RefreshReply, SessionParams, SessionsReply, SignInBody, SignInReply, SignOutQuery } from './schemas.js'
+import { MfaRequiredReply, RefreshBody, RefreshReply, SessionParams, SessionsReply, SignInBody, SignInReply, SignOutQuery } from './schemas.js'
 import { requestMail } from '../recovery/queries.js'
+import { VerifyBody } from '../mfa/schemas.js'
+import * as mfa from '../mfa/queries.js'
+
+// How long the mfa_token of a 403 MFA_REQUIRED is good for (contract: 300 s).
+const MFA_TOKEN_TTL = 300
 import * as q from './queries.js'
 
 function sameHash (a: Buffer | null, b: Buffer): boolean {
@@ -32,6 +38,17 @@ export default async function sessionRoutes (fastify: FastifyInstance): Promise<
   // a commit per request made refresh wait on the WAL flush (bench/README.md). One batch at a
   // time: the next gathers every rotation that arrives meanwhile. Two at a time were measured
   // slower once rotations became HOT updates (each statement and commit has a fixed cost).
+  const { secondFactor } = app
+
+  /** Sign-in's answer: the new session's token pair and the user. */
+  const signedIn = (user: { id: string, name: string }, sid: string, jti: string, amr: string[]) => ({
+    access_token: tokens.access(user.id, sid, amr),
+    refresh_token: tokens.refresh(user.id, sid, jti, amr),
+    token_type: 'Bearer' as const,
+    expires_in: config.JWT_ACCESS_TTL,
+    user: { id: user.id, username: user.name }
+  })
+
   const rotate = batched(async (rotations: q.Rotation[]) => await q.rotateRefreshTokens(db, rotations, config.JWT_REFRESH_TTL), 1)
 
   app.post('/auth/sign-in', {
@@ -46,7 +63,7 @@ export default async function sessionRoutes (fastify: FastifyInstance): Promise<
         200: SignInReply,
         ...errorReplies(400, 413, 415, 429, 503),
         401: ErrorReply(401, 'INVALID_CREDENTIALS: unknown email or wrong password (the same answer for both)'),
-        403: ErrorReply(403, 'EMAIL_NOT_VERIFIED: with EMAIL_VERIFICATION=required, the right password for an unverified address; a fresh link is mailed')
+        403: MfaRequiredReply
       }
     }
   }, async (request, reply) => {
@@ -63,12 +80,11 @@ export default async function sessionRoutes (fastify: FastifyInstance): Promise<
     // An unknown email is verified against a dummy hash: same work, same time, same 401.
     const ok = await passwords.verify(state.password_hash ?? undefined, request.body.password)
     if (state.id === null || state.name === null || state.password_hash === null || !ok) {
-      await q.recordSignInFailure(db, email, request.ip)
+      await recordFailure(db, email, request.ip)
       request.event = { outcome: 'invalid_credentials', userId: state.id ?? undefined }
       throw invalidCredentials()
     }
     const user = { id: state.id, name: state.name }
-    if (state.has_failures) await q.clearSignInFailures(db, email, request.ip)
     if (!state.email_verified && config.EMAIL_VERIFICATION === 'required') {
       // Only the right password learns this; a fresh link goes out (at most one per EMAIL_COOLDOWN).
       const { queued } = await requestMail(db, { email, template: 'verify-email', cooldown: config.EMAIL_COOLDOWN })
@@ -79,6 +95,15 @@ export default async function sessionRoutes (fastify: FastifyInstance): Promise<
     if (passwords.needsRehash(state.password_hash)) {
       await q.updatePasswordHash(db, user.id, state.password_hash, await passwords.hash(request.body.password))
     }
+    if (state.mfa_enabled) {
+      // The password is right; a code must follow. The run of failures for (email, IP) goes on until
+      // then, so that wrong codes after right passwords are throttled like wrong passwords.
+      const mfaToken = randomBytes(32).toString('base64url')
+      await mfa.insertChallenge(db, { tokenHash: tokenHash(mfaToken), userId: user.id, ttl: MFA_TOKEN_TTL })
+      request.event = { outcome: 'mfa_required', userId: user.id }
+      throw new AppError(403, 'MFA_REQUIRED', 'A second factor is needed: POST /auth/mfa/verify with this mfa_token and a code', {}, { mfa_token: mfaToken })
+    }
+    if (state.has_failures) await clearFailures(db, email, request.ip)
     const sid = randomUUID()
     const jti = newTokenId()
     await q.insertSession(db, {
@@ -90,13 +115,55 @@ export default async function sessionRoutes (fastify: FastifyInstance): Promise<
       ip: request.ip
     })
     request.event = { outcome: 'success', userId: user.id, sessionId: sid }
-    return await reply.headers(NO_STORE).send({
-      access_token: tokens.access(user.id, sid),
-      refresh_token: tokens.refresh(user.id, sid, jti),
-      token_type: 'Bearer',
-      expires_in: config.JWT_ACCESS_TTL,
-      user: { id: user.id, username: user.name }
-    })
+    return await reply.headers(NO_STORE).send(signedIn(user, sid, jti, PASSWORD_ONLY))
+  })
+
+  app.post('/auth/mfa/verify', {
+    config: { action: 'mfa_verify', ...rateLimit(fastify, config.RATE_LIMIT_SIGN_IN) },
+    schema: {
+      tags: ['mfa'],
+      operationId: 'verifyMfa',
+      summary: 'Finish a sign-in with a TOTP or recovery code',
+      description: 'The second step of a sign-in answered `403 MFA_REQUIRED`: its `mfa_token` (valid 300 s, used once) and a ' +
+        'code from the authenticator app or a recovery code. The answer is sign-in\'s; the access token carries `amr: ["pwd", "otp"]`.',
+      security: noAuth,
+      body: VerifyBody,
+      response: {
+        200: SignInReply,
+        ...errorReplies(400, 413, 415, 503),
+        401: ErrorReply(401, 'INVALID_CREDENTIALS: the code is wrong or was used already; TOKEN_INVALID: not an mfa_token; ' +
+          'TOKEN_EXPIRED: older than 300 s; TOKEN_REVOKED: used already, or after 5 wrong codes'),
+        429: ErrorReply(429, 'RATE_LIMITED: too many requests from this address, or too many wrong passwords and codes for this account')
+      }
+    }
+  }, async (request, reply) => {
+    const { mfa_token: mfaToken, code } = request.body
+    const hash = tokenHash(mfaToken)
+    const challenge = await mfa.findChallenge(db, hash, request.ip)
+    // An access or refresh token (or anything else) is no mfa_token: none is stored under its hash.
+    if (challenge === undefined) throw tokenError('TOKEN_INVALID', 'Not an mfa_token')
+    const userId = challenge.user_id
+    if (challenge.revoked) throw tokenError('TOKEN_REVOKED', 'This mfa_token was used already, or has had too many wrong codes; sign in again')
+    if (challenge.expired) throw tokenError('TOKEN_EXPIRED', 'This mfa_token has expired; sign in again')
+    await secondFactor.throttled(request, challenge.email)
+    const factor = secondFactor.read(userId, challenge, code)
+    const sid = randomUUID()
+    const jti = newTokenId()
+    const user = factor === null
+      ? undefined
+      : await mfa.completeChallenge(db, {
+        tokenHash: hash,
+        userId,
+        factor,
+        session: { id: sid, refreshHash: tokenHash(jti), ttl: config.JWT_REFRESH_TTL, userAgent: request.headers['user-agent']?.slice(0, 512), ip: request.ip }
+      })
+    if (user === undefined) {
+      // A wrong code, or one used already (a replay, or the same code in a concurrent verify).
+      if (!await mfa.failChallenge(db, hash)) throw tokenError('TOKEN_REVOKED', 'This mfa_token was used already, or has had too many wrong codes; sign in again')
+      return await secondFactor.wrongCode(request, challenge.email, { userId })
+    }
+    request.event = { outcome: factor !== null && 'codeHash' in factor ? 'recovery_code' : 'success', userId, sessionId: sid }
+    return await reply.headers(NO_STORE).send(signedIn(user, sid, jti, WITH_OTP))
   })
 
   app.post('/auth/refresh', {
@@ -112,7 +179,7 @@ export default async function sessionRoutes (fastify: FastifyInstance): Promise<
     },
     preValidation: optionalBody
   }, async (request, reply) => {
-    const { sub, sid, jti } = await tokens.authenticate(request, 'refresh')
+    const { sub, sid, jti, amr = PASSWORD_ONLY } = await tokens.authenticate(request, 'refresh')
     const rotation = config.REFRESH_TOKEN_ROTATION
     const oldHash = tokenHash(jti)
     const next = rotation ? nextTokenId(jti) : jti
@@ -142,10 +209,10 @@ export default async function sessionRoutes (fastify: FastifyInstance): Promise<
     }
     request.event = { outcome, userId: sub, sessionId: sid }
     return await reply.headers(NO_STORE).send({
-      access_token: tokens.access(sub, sid),
+      access_token: tokens.access(sub, sid, amr),
       token_type: 'Bearer',
       expires_in: config.JWT_ACCESS_TTL,
-      ...(rotation ? { refresh_token: tokens.refresh(sub, sid, next) } : {})
+      ...(rotation ? { refresh_token: tokens.refresh(sub, sid, next, amr) } : {})
     })
   })
 

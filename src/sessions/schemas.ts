@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox'
-import { Password } from '../schemas.js'
+import { MfaRequiredBody, Password } from '../schemas.js'
 
 // Sign-in, refresh, sign-out and the session list: bodies and replies.
 
@@ -16,6 +16,12 @@ export const SignInReply = Type.Object({
   expires_in: Type.Integer({ description: 'Access token lifetime in seconds' }),
   user: Type.Object({ id: Type.String(), username: Type.String() })
 }, { description: 'Signed in: a new session and its token pair' })
+
+// Sign-in's 403: the error body, with the mfa_token when the code is MFA_REQUIRED.
+export const MfaRequiredReply = Type.Ref(MfaRequiredBody, {
+  description: 'MFA_REQUIRED: the password is right and TOTP is on; finish with POST /auth/mfa/verify and `mfa_token`. ' +
+    'EMAIL_NOT_VERIFIED: with EMAIL_VERIFICATION=required, the right password for an unverified address; a fresh link is mailed'
+})
 
 // The original client sends `Content-Type: application/json` with no body: the body is optional.
 export const RefreshBody = Type.Object({

@@ -1,0 +1,233 @@
+import type { Db } from '../db/index.js'
+import { RETRY_AFTER, THROTTLE_JOINS } from '../throttle.js'
+
+// The statements of the second factor: the TOTP secret, recovery codes and sign-in challenges.
+
+/** A proven second factor: a TOTP time step, or a recovery code (by hash). */
+export type Factor = { step: number } | { codeHash: Buffer }
+
+export interface Credentials {
+  email: string
+  password_hash: string
+  /** sealed (src/encryption.ts) under key_id; null: no secret, not even an unconfirmed one */
+  secret: Buffer | null
+  key_id: string | null
+  /** TOTP is on */
+  confirmed: boolean
+}
+
+/**
+ * What a change to the account checks: its email, password hash and second factor; undefined when
+ * the user is gone.
+ */
+export async function findCredentials (db: Db, userId: string): Promise<Credentials | undefined> {
+  const { rows } = await db.query<Credentials>({
+    name: 'find-credentials',
+    text: `SELECT u.email, u.password_hash, s.secret, s.key_id, s.confirmed_at IS NOT NULL AS confirmed
+           FROM users u LEFT JOIN totp_secrets s ON s.user_id = u.id WHERE u.id = $1`,
+    values: [userId]
+  })
+  return rows[0]
+}
+
+/** Keeps a new, unconfirmed secret, replacing an unconfirmed one; false when TOTP is on already. */
+export async function saveSecret (db: Db, s: { userId: string, secret: Buffer, keyId: string | null }): Promise<boolean> {
+  const { rowCount } = await db.query({
+    name: 'save-totp-secret',
+    text: `INSERT INTO totp_secrets AS s (user_id, secret, key_id) VALUES ($1, $2, $3)
+           ON CONFLICT (user_id) DO UPDATE SET secret = $2, key_id = $3, last_step = 0, created_at = now()
+           WHERE s.confirmed_at IS NULL`,
+    values: [s.userId, s.secret, s.keyId]
+  })
+  return rowCount === 1
+}
+
+/**
+ * Turns TOTP on, provided the secret is still the one the code was checked against (an enrolment
+ * in between replaced it) and the step is new; stores the recovery codes and ends every other
+ * session of the user, all in one statement. False when nothing changed.
+ */
+export async function enableTotp (db: Db, e: { userId: string, secret: Buffer, step: number, codeHashes: Buffer[], keepSid: string }): Promise<boolean> {
+  const { rows } = await db.query<{ enabled: boolean }>({
+    name: 'enable-totp',
+    text: `WITH enabled AS (
+             UPDATE totp_secrets SET confirmed_at = now(), last_step = $3
+             WHERE user_id = $1 AND secret = $2 AND confirmed_at IS NULL AND last_step < $3
+             RETURNING user_id
+           ), old_codes AS (
+             DELETE FROM recovery_codes WHERE user_id IN (SELECT user_id FROM enabled)
+           ), codes AS (
+             INSERT INTO recovery_codes (user_id, code_hash) SELECT user_id, unnest($4::bytea[]) FROM enabled
+           ), ended AS (
+             UPDATE sessions SET revoked_at = now(), revoked_reason = 'mfa-enable'
+             WHERE user_id IN (SELECT user_id FROM enabled) AND id <> $5 AND revoked_at IS NULL
+           )
+           SELECT EXISTS (SELECT 1 FROM enabled) AS enabled`,
+    values: [e.userId, e.secret, e.step, e.codeHashes, e.keepSid]
+  })
+  return rows[0].enabled
+}
+
+// Uses up a factor of the user: a TOTP step newer than the last one accepted (compare-and-set: of
+// two requests with one code, on any replica, one wins), or a recovery code (deleted). $1 the user,
+// $2 the step or null, $3 the recovery code's hash or null. Gives `proven`, the user id when used.
+const USE_FACTOR = `stepped AS (
+             UPDATE totp_secrets SET last_step = $2
+             WHERE user_id = $1 AND $2::bigint IS NOT NULL AND confirmed_at IS NOT NULL AND last_step < $2
+             RETURNING user_id
+           ), spent AS (
+             DELETE FROM recovery_codes WHERE user_id = $1 AND code_hash = $3
+             RETURNING user_id
+           ), proven AS (
+             SELECT user_id FROM stepped UNION SELECT user_id FROM spent
+           )`
+
+const factorValues = (f: Factor): [number | null, Buffer | null] => 'step' in f ? [f.step, null] : [null, f.codeHash]
+
+/** Uses up the factor; false when it was used already (or the code is not the user's). */
+export async function useFactor (db: Db, userId: string, factor: Factor): Promise<boolean> {
+  const { rows } = await db.query({
+    name: 'use-factor',
+    text: `WITH ${USE_FACTOR} SELECT 1 FROM proven`,
+    values: [userId, ...factorValues(factor)]
+  })
+  return rows.length > 0
+}
+
+/** Turns TOTP off: the secret and the recovery codes go; false when it was not on. */
+export async function disableTotp (db: Db, userId: string): Promise<boolean> {
+  const { rows } = await db.query({
+    name: 'disable-totp',
+    text: `WITH disabled AS (
+             DELETE FROM totp_secrets WHERE user_id = $1 RETURNING user_id
+           ), codes AS (
+             DELETE FROM recovery_codes WHERE user_id = $1
+           ), challenges AS (
+             DELETE FROM mfa_challenges WHERE user_id = $1
+           )
+           SELECT 1 FROM disabled`,
+    values: [userId]
+  })
+  return rows.length > 0
+}
+
+/** A new set of recovery codes, the old set void; false when TOTP is not on. */
+export async function replaceRecoveryCodes (db: Db, userId: string, codeHashes: Buffer[]): Promise<boolean> {
+  const { rows } = await db.query({
+    name: 'replace-recovery-codes',
+    text: `WITH enabled AS (
+             SELECT user_id FROM totp_secrets WHERE user_id = $1 AND confirmed_at IS NOT NULL
+           ), old_codes AS (
+             DELETE FROM recovery_codes WHERE user_id IN (SELECT user_id FROM enabled)
+           ), codes AS (
+             INSERT INTO recovery_codes (user_id, code_hash) SELECT user_id, unnest($2::bytea[]) FROM enabled
+           )
+           SELECT 1 FROM enabled`,
+    values: [userId, codeHashes]
+  })
+  return rows.length > 0
+}
+
+export async function insertChallenge (db: Db, c: { tokenHash: Buffer, userId: string, ttl: number }): Promise<void> {
+  await db.query({
+    name: 'insert-mfa-challenge',
+    text: 'INSERT INTO mfa_challenges (token_hash, user_id, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))',
+    values: [c.tokenHash, c.userId, c.ttl]
+  })
+}
+
+/** A challenge dies after this many wrong codes. */
+export const CHALLENGE_FAILURES = 5
+
+export interface ChallengeState {
+  user_id: string
+  email: string
+  /** the sealed secret when TOTP is (still) on */
+  secret: Buffer | null
+  key_id: string | null
+  /** used, or dead after too many wrong codes */
+  revoked: boolean
+  expired: boolean
+  retry_after: number | null
+}
+
+/** The challenge of an mfa_token, with its user's secret and throttle state for the IP; undefined when unknown. */
+export async function findChallenge (db: Db, tokenHash: Buffer, ip: string): Promise<ChallengeState | undefined> {
+  const { rows } = await db.query<ChallengeState>({
+    name: 'find-mfa-challenge',
+    text: `SELECT c.user_id, u.email, s.secret, s.key_id,
+                  c.used_at IS NOT NULL OR c.failures >= $3 AS revoked, c.expires_at <= now() AS expired,
+                  ${RETRY_AFTER} AS retry_after
+           FROM mfa_challenges c
+           JOIN users u ON u.id = c.user_id
+           LEFT JOIN totp_secrets s ON s.user_id = c.user_id AND s.confirmed_at IS NOT NULL
+           ${THROTTLE_JOINS('u.email', '$2')}
+           WHERE c.token_hash = $1`,
+    values: [tokenHash, ip, CHALLENGE_FAILURES]
+  })
+  const state = rows[0]
+  if (state?.retry_after !== undefined && state.retry_after !== null && state.retry_after <= 0) state.retry_after = null
+  return state
+}
+
+/**
+ * The second step of a sign-in, in one statement: uses up the factor, uses the challenge (once:
+ * of concurrent verifies, one does this), starts the session and ends the run of failures for
+ * (email, IP). The user, or undefined when the factor or the challenge was used already.
+ */
+export async function completeChallenge (db: Db, c: {
+  tokenHash: Buffer,
+  userId: string,
+  factor: Factor,
+  session: { id: string, refreshHash: Buffer, ttl: number, userAgent: string | undefined, ip: string }
+}): Promise<{ id: string, name: string } | undefined> {
+  const { rows } = await db.query<{ id: string, name: string }>({
+    name: 'complete-mfa-challenge',
+    text: `WITH ${USE_FACTOR}, claimed AS (
+             UPDATE mfa_challenges SET used_at = now()
+             WHERE token_hash = $4 AND user_id IN (SELECT user_id FROM proven)
+               AND used_at IS NULL AND failures < $10 AND expires_at > now()
+             RETURNING user_id
+           ), session AS (
+             INSERT INTO sessions (id, user_id, refresh_hash, expires_at, user_agent, ip)
+             SELECT $5, user_id, $6, now() + make_interval(secs => $7), $8, $9 FROM claimed
+           ), account AS (
+             SELECT id, name, email FROM users WHERE id IN (SELECT user_id FROM claimed)
+           ), cleared AS (
+             DELETE FROM sign_in_throttle WHERE email IN (SELECT email FROM account) AND ip = $9
+           )
+           SELECT id, name FROM account`,
+    values: [c.userId, ...factorValues(c.factor), c.tokenHash, c.session.id, c.session.refreshHash, c.session.ttl,
+      c.session.userAgent ?? null, c.session.ip, CHALLENGE_FAILURES]
+  })
+  return rows[0]
+}
+
+/** Counts a wrong code against the challenge; false when it is no longer live (used, dead or expired). */
+export async function failChallenge (db: Db, tokenHash: Buffer): Promise<boolean> {
+  const { rowCount } = await db.query({
+    name: 'fail-mfa-challenge',
+    text: `UPDATE mfa_challenges SET failures = failures + 1
+           WHERE token_hash = $1 AND used_at IS NULL AND failures < $2 AND expires_at > now()`,
+    values: [tokenHash, CHALLENGE_FAILURES]
+  })
+  return rowCount === 1
+}
+
+/** Up to `limit` secrets sealed under another key than `keyId` (or not sealed at all), by user id after `after`. */
+export async function findOtherKeySecrets (db: Db, keyId: string, after: string, limit: number): Promise<Array<{ user_id: string, secret: Buffer, key_id: string | null }>> {
+  const { rows } = await db.query<{ user_id: string, secret: Buffer, key_id: string | null }>({
+    text: `SELECT user_id, secret, key_id FROM totp_secrets
+           WHERE key_id IS DISTINCT FROM $1 AND user_id > $2 ORDER BY user_id LIMIT $3`,
+    values: [keyId, after, limit]
+  })
+  return rows
+}
+
+/** Replaces a secret with the same one sealed under another key, unless it changed meanwhile. */
+export async function resealSecret (db: Db, r: { userId: string, old: Buffer, secret: Buffer, keyId: string }): Promise<void> {
+  await db.query({
+    text: 'UPDATE totp_secrets SET secret = $3, key_id = $4 WHERE user_id = $1 AND secret = $2',
+    values: [r.userId, r.old, r.secret, r.keyId]
+  })
+}
