@@ -51,7 +51,8 @@ export function createSealer (config: Pick<Config, 'DATA_ENCRYPTION_KEY' | 'DATA
       if (keyId === null) return data
       const key = keys.get(keyId)
       if (key === undefined) throw new Error(`sealed under key ${keyId}, which is neither DATA_ENCRYPTION_KEY nor in DATA_ENCRYPTION_KEYS_OLD`)
-      const decipher = createDecipheriv('aes-256-gcm', key, data.subarray(0, IV_BYTES)).setAAD(Buffer.from(context))
+      if (data.length < IV_BYTES + TAG_BYTES) throw new Error('sealed value too short')
+      const decipher = createDecipheriv('aes-256-gcm', key, data.subarray(0, IV_BYTES), { authTagLength: TAG_BYTES }).setAAD(Buffer.from(context))
       decipher.setAuthTag(data.subarray(data.length - TAG_BYTES))
       return Buffer.concat([decipher.update(data.subarray(IV_BYTES, data.length - TAG_BYTES)), decipher.final()])
     }

@@ -31,10 +31,13 @@ function hotp (key: Buffer, counter: number, digits = 6, alg = 'sha1'): string {
 const stepAt = (ms = Date.now()): number => Math.floor(ms / 30_000)
 const codeFor = (secret: string, step: number): string => hotp(fromBase32(secret), step)
 const sleep = async (ms: number) => await new Promise((resolve) => setTimeout(resolve, ms))
-/** Waits, if need be, until at least 5 s of the current step remain, so that "now ± 1" means the same here and in the service. */
-async function freshStep (): Promise<number> {
+/**
+ * Waits, if need be, until at least `margin` ms of the current step remain, so that "now ± 1"
+ * means the same here and in the service for that long.
+ */
+async function freshStep (margin = 5000): Promise<number> {
   const left = 30_000 - (Date.now() % 30_000)
-  if (left < 5000) await sleep(left + 100)
+  if (left < margin) await sleep(left + 100)
   return stepAt()
 }
 
@@ -103,7 +106,7 @@ t.test('enrolment: password, secret and QR code, a first code turns TOTP on, ret
   const { secret, otpauth_url: url, qr_svg: svg } = replaced.json()
   t.not(secret, first.json().secret, 'a new call replaces an unconfirmed secret')
   t.match(secret, /^[A-Z2-7]{32}$/, '160 bits, base32')
-  t.equal(url, `otpauth://totp/auth-service:${encodeURIComponent(user.email)}?secret=${secret}&issuer=auth-service&algorithm=SHA1&digits=6&period=30`)
+  t.equal(url, `otpauth://totp/auth-service:${user.email}?secret=${secret}&issuer=auth-service`)
   t.match(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"[^>]*>.*<path/s, 'an SVG document')
   t.equal((await me(session.access_token)).mfa_enabled, false, 'not on before the first code')
   t.equal((await signIn(app, user.email)).user.id, user.id, 'sign-in needs no code yet')
@@ -137,6 +140,7 @@ t.test('sign-in with TOTP on: 403 MFA_REQUIRED with an mfa_token, then a code gi
   t.same(Object.keys(body).sort(), ['code', 'error', 'message', 'mfa_token', 'statusCode'])
   t.equal(body.code, 'MFA_REQUIRED')
   t.match(body.mfa_token, /^[\w-]{43}$/)
+  t.equal(res.headers['cache-control'], 'no-store', 'the mfa_token is not cached')
   const wrongPassword = await app.inject({ method: 'POST', url: '/auth/sign-in', payload: { email: user.email, password: 'not the password' } })
   t.same(outcome(wrongPassword), { status: 401, code: 'INVALID_CREDENTIALS' }, 'a wrong password learns nothing of the second factor')
   const life = (await app.pg.query('SELECT extract(epoch FROM expires_at - now())::int AS s FROM mfa_challenges WHERE user_id = $1 AND used_at IS NULL', [user.id])).rows[0].s
@@ -162,7 +166,7 @@ t.test('sign-in with TOTP on: 403 MFA_REQUIRED with an mfa_token, then a code gi
 t.test('codes: the current step and one either side; each step once per user, however it arrives', async (t) => {
   const { user, secret } = await enrolled()
   await forgetSteps(user.id)
-  const step = await freshStep()
+  const step = await freshStep(15_000) // seven sign-ins must fit in the step
   for (const delta of [-2, 2]) {
     t.same(outcome(await post('/auth/mfa/verify', { mfa_token: await challenge(user.email), code: codeFor(secret, step + delta) })),
       { status: 401, code: 'INVALID_CREDENTIALS' }, `step ${delta > 0 ? '+' : ''}${delta} is refused`)
@@ -218,6 +222,37 @@ t.test('an mfa_token dies after 5 wrong codes, expires, and is no access or refr
   t.equal((await post('/auth/mfa/verify', { mfa_token: live, code: codeFor(secret, await freshStep()) })).statusCode, 200, 'the token still works after all that')
 })
 
+t.test('concurrent wrong codes on one mfa_token: at most 5 are checked, then the token is dead', async (t) => {
+  const { user, secret } = await enrolled()
+  await forgetSteps(user.id)
+  const mfaToken = await challenge(user.email)
+  const results = await Promise.all(Array.from({ length: 12 }, async (_, i) =>
+    await app.inject({ method: 'POST', url: '/auth/mfa/verify', payload: { mfa_token: mfaToken, code: String(100000 + i) }, remoteAddress: `10.7.0.${i + 1}` })))
+  const codes = results.map((r) => r.json().code)
+  t.equal(codes.filter((c) => c === 'INVALID_CREDENTIALS').length, 5, 'five codes checked')
+  t.equal(codes.filter((c) => c === 'TOKEN_REVOKED').length, 7, 'the rest refused unchecked')
+  t.same(outcome(await post('/auth/mfa/verify', { mfa_token: mfaToken, code: codeFor(secret, await freshStep()) })), { status: 401, code: 'TOKEN_REVOKED' })
+  t.equal(await audited('mfa-verify-failed', user.id), 5)
+})
+
+t.test('a sign-in racing the confirmation of TOTP never leaves a password-only session alive', async (t) => {
+  const user = await signUp(app)
+  const session = await signIn(app, user.email)
+  const { secret } = (await post('/auth/mfa/totp', { password: PASSWORD }, bearer(session.access_token))).json()
+  const code = codeFor(secret, await freshStep())
+  // The sign-ins first: most have read "TOTP off" and are hashing when the confirmation commits.
+  const signIns = Array.from({ length: 8 }, async () => await app.inject({ method: 'POST', url: '/auth/sign-in', payload: { email: user.email, password: PASSWORD } }))
+  await sleep(15)
+  const [confirmed, ...results] = await Promise.all([post('/auth/mfa/totp/confirm', { code }, bearer(session.access_token)), ...signIns])
+  t.equal(confirmed.statusCode, 200)
+  const signedIn = results.filter((r) => r.statusCode === 200)
+  t.equal(signedIn.length + results.filter((r) => r.json().code === 'MFA_REQUIRED').length, 8, 'each sign-in: tokens or MFA_REQUIRED')
+  for (const r of signedIn) t.same(outcome(await refresh(app, r.json().refresh_token)), { status: 401, code: 'TOKEN_REVOKED' }, 'a session made before the confirmation was ended by it')
+  const live = (await app.pg.query('SELECT count(*)::int AS n FROM sessions WHERE user_id = $1 AND revoked_at IS NULL', [user.id])).rows[0].n
+  t.equal(live, 1, 'only the session that turned TOTP on is live')
+  t.comment(`${signedIn.length} of 8 sign-ins got in before the confirmation`)
+})
+
 t.test('wrong codes count toward per-account throttling, like wrong passwords', async (t) => {
   const { user, secret } = await enrolled()
   await forgetSteps(user.id)
@@ -253,8 +288,22 @@ t.test('recovery codes: each signs in once, in any case and with or without dash
   t.equal(fresh.length, 10)
   t.same(outcome(await post('/auth/mfa/verify', { mfa_token: await challenge(user.email), code: recoveryCodes[2] })), { status: 401, code: 'INVALID_CREDENTIALS' }, 'the old set is void')
   t.equal((await post('/auth/mfa/verify', { mfa_token: await challenge(user.email), code: fresh[0] })).statusCode, 200, 'the new set works')
-  t.equal((await post('/auth/mfa/recovery-codes', { code: fresh[1] }, headers)).statusCode, 200, 'a recovery code may regenerate too')
+  const third = await post('/auth/mfa/recovery-codes', { code: fresh[1] }, headers)
+  t.equal(third.statusCode, 200, 'a recovery code may regenerate too')
   t.equal(await audited('recovery-codes-regenerated', user.id), 2)
+
+  // Two regenerations at once, each with a code of the current set: one set wins whole, the
+  // other is void. (The second may also find its code voided by the first: 401.)
+  const now = third.json().recovery_codes as string[]
+  const both = await Promise.all([now[0], now[1]].map(async (code) => await post('/auth/mfa/recovery-codes', { code }, headers)))
+  const renewedSets = both.filter((r) => r.statusCode === 200).map((r) => r.json().recovery_codes as string[])
+  t.ok(renewedSets.length >= 1 && both.every((r) => r.statusCode === 200 || r.json().code === 'INVALID_CREDENTIALS'), both.map((r) => r.statusCode).join(', '))
+  const works = async (code: string) => (await post('/auth/mfa/verify', { mfa_token: await challenge(user.email), code })).statusCode === 200
+  const working = []
+  for (const set of renewedSets) working.push(await works(set[0]))
+  t.equal(working.filter(Boolean).length, 1, 'exactly one new set works')
+  t.notOk(await works(now[2]), 'and the set before them is void')
+  await app.pg.query('DELETE FROM sign_in_throttle')
 })
 
 t.test('turning TOTP off takes the password and a code; then sign-in asks for the password only', async (t) => {
@@ -266,6 +315,7 @@ t.test('turning TOTP off takes the password and a code; then sign-in asks for th
   t.same(outcome(await remove({ password: 'wrong password!', code })), { status: 401, code: 'INVALID_CREDENTIALS' }, 'a wrong password')
   t.same(outcome(await remove({ password: PASSWORD, code: '000000' })), { status: 401, code: 'INVALID_CREDENTIALS' }, 'a wrong code')
   t.same(outcome(await remove({ password: PASSWORD })), { status: 400, code: 'VALIDATION_FAILED' }, 'no code')
+  t.same(outcome(await remove({ password: PASSWORD, code: '   ' })), { status: 401, code: 'INVALID_CREDENTIALS' }, 'a blank code is a wrong one')
   t.equal((await remove({ password: PASSWORD, code: recoveryCodes[0] })).statusCode, 204)
   t.equal((await me(session.access_token)).mfa_enabled, false)
   t.same(claimsOf((await signIn(app, user.email)).access_token).amr, ['pwd'])
@@ -283,11 +333,17 @@ t.test('with TOTP on, a password change and account deletion need a code too', a
   t.same(outcome(await post('/auth/password', change, headers)), { status: 403, code: 'MFA_REQUIRED' }, 'no code')
   t.same(outcome(await post('/auth/password', { ...change, code: '000000' }, headers)), { status: 401, code: 'INVALID_CREDENTIALS' }, 'a wrong code')
   await forgetSteps(user.id)
-  t.equal((await post('/auth/password', { ...change, code: codeFor(secret, await freshStep()) }, headers)).statusCode, 204)
+  const pending = await challenge(user.email)
+  const step = await freshStep()
+  t.equal((await post('/auth/password', { ...change, code: codeFor(secret, step) }, headers)).statusCode, 204)
+  t.same(outcome(await post('/auth/mfa/verify', { mfa_token: pending, code: codeFor(secret, step + 1) })), { status: 401, code: 'TOKEN_INVALID' },
+    'a sign-in waiting for its code, started with the old password, is void')
+  t.same(outcome(await post('/auth/email', { new_email: user.email, password: change.new_password, code: codeFor(secret, step + 1) }, headers)),
+    { status: 400, code: 'VALIDATION_FAILED' }, 'a change refused on its own merits uses no code')
   const remove = async (payload: object) => await app.inject({ method: 'DELETE', url: '/auth/me', payload, headers })
   t.same(outcome(await remove({ password: change.new_password })), { status: 403, code: 'MFA_REQUIRED' })
-  t.same(outcome(await remove({ password: change.new_password, code: codeFor(secret, stepAt()) })), { status: 401, code: 'INVALID_CREDENTIALS' }, 'the step was used')
-  t.equal((await remove({ password: change.new_password, code: codeFor(secret, stepAt() + 1) })).statusCode, 204)
+  t.same(outcome(await remove({ password: change.new_password, code: codeFor(secret, step) })), { status: 401, code: 'INVALID_CREDENTIALS' }, 'the step was used')
+  t.equal((await remove({ password: change.new_password, code: codeFor(secret, step + 1) })).statusCode, 204)
 })
 
 t.test('a password reset does not turn TOTP off: the new password still needs a code', async (t) => {
@@ -323,6 +379,20 @@ t.test('secrets are sealed under DATA_ENCRYPTION_KEY; a new key comes in while t
   t.not(resealed.secret.toString('hex'), row.secret.toString('hex'))
   const mfaToken = await challenge(user.email, {}, second)
   t.equal((await post('/auth/mfa/verify', { mfa_token: mfaToken, code: codeFor(secret, await freshStep() + 1) }, {}, second)).statusCode, 200, 'and it still verifies')
+})
+
+t.test('a sealed secret opens only in its own row, unaltered; recovery codes work regardless', async (t) => {
+  const a = await enrolled()
+  const b = await enrolled()
+  await app.pg.query('UPDATE totp_secrets SET secret = (SELECT secret FROM totp_secrets WHERE user_id = $1), last_step = 0 WHERE user_id = $2', [a.user.id, b.user.id])
+  const step = await freshStep()
+  t.same(outcome(await post('/auth/mfa/verify', { mfa_token: await challenge(b.user.email), code: codeFor(a.secret, step) })),
+    { status: 401, code: 'INVALID_CREDENTIALS' }, "another user's sealed secret does not open here (the user id is bound in)")
+  await app.pg.query("UPDATE totp_secrets SET secret = overlay(secret PLACING '\\x00'::bytea FROM 20 FOR 1), last_step = 0 WHERE user_id = $1", [a.user.id])
+  t.same(outcome(await post('/auth/mfa/verify', { mfa_token: await challenge(a.user.email), code: codeFor(a.secret, step) })),
+    { status: 401, code: 'INVALID_CREDENTIALS' }, 'an altered one does not open')
+  t.equal((await post('/auth/mfa/verify', { mfa_token: await challenge(a.user.email), code: a.recoveryCodes[0] })).statusCode, 200, 'a recovery code still signs in')
+  await app.pg.query('DELETE FROM sign_in_throttle')
 })
 
 t.test('without DATA_ENCRYPTION_KEY the secret is kept as it is, and production warns at start', async (t) => {

@@ -38,7 +38,7 @@ export async function findUserById (db: Db, id: string): Promise<MeRow | undefin
   const { rows } = await db.query<MeRow>({
     name: 'find-user-by-id',
     text: `SELECT id, name, email, email_verified_at, created_at,
-                  EXISTS (SELECT 1 FROM totp_secrets s WHERE s.user_id = users.id AND s.confirmed_at IS NOT NULL) AS mfa_enabled
+                  mfa_enabled
            FROM users WHERE id = $1`,
     values: [id]
   })
@@ -84,6 +84,9 @@ export async function changePassword (db: Db, c: { userId: string, oldHash: stri
              -- Links mailed before the change are void already (their stamp names the old hash):
              -- deleted, with reset and email-change links still queued.
              DELETE FROM email_tokens WHERE user_id IN (SELECT id FROM changed)
+           ), challenges AS (
+             -- Sign-ins waiting for their second factor were started with the old password.
+             DELETE FROM mfa_challenges WHERE user_id IN (SELECT id FROM changed)
            ), unsent AS (
              DELETE FROM outbox WHERE user_id IN (SELECT id FROM changed) AND kind = 'mail'
                AND payload->>'template' IN ('reset-password', 'change-email')

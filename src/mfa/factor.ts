@@ -3,7 +3,7 @@ import { AppError } from '../errors.js'
 import { createSealer, type Sealer } from '../encryption.js'
 import { recordFailure, retryAfter } from '../throttle.js'
 import type { Db } from '../db/index.js'
-import { matchStep, recoveryCodeHash } from './totp.js'
+import { matchStep, recoveryCodeHash, TOTP_CODE } from './totp.js'
 import { findOtherKeySecrets, resealSecret, useFactor, type Factor, type Credentials } from './queries.js'
 
 declare module 'fastify' {
@@ -28,8 +28,9 @@ export interface SecondFactor {
    * toward per-account throttling), 429 while throttled. Returns at once when TOTP is off.
    */
   require: (request: FastifyRequest, check: { userId: string, sessionId: string, state: Credentials, code: string | undefined }) => Promise<void>
-  /** 429, or a wrong code counted toward per-account throttling and 401: the shared part of every code check. */
-  throttled: (request: FastifyRequest, email: string) => Promise<void>
+  /** 429 RATE_LIMITED when (email, IP) must wait `wait` seconds (from throttle.ts); nothing when null. */
+  throttled: (request: FastifyRequest, wait: number | null) => void
+  /** A wrong code: counted toward per-account throttling, then 401 INVALID_CREDENTIALS. */
   wrongCode: (request: FastifyRequest, email: string, event: { userId: string, sessionId?: string }) => Promise<never>
 }
 
@@ -42,16 +43,22 @@ export function createSecondFactor (app: FastifyInstance): SecondFactor {
 
   function read (userId: string, row: { secret: Buffer | null, key_id: string | null }, code: string): Factor | null {
     const trimmed = code.trim()
-    if (row.secret !== null) {
-      const step = matchStep(secret(userId, { secret: row.secret, key_id: row.key_id }), trimmed)
-      if (step !== null) return { step }
+    if (row.secret !== null && TOTP_CODE.test(trimmed)) {
+      let plain: Buffer | undefined
+      try {
+        plain = secret(userId, { secret: row.secret, key_id: row.key_id })
+      } catch (err) {
+        // Sealed under a key configured nowhere, or altered: no TOTP code can match. Recovery codes still work.
+        app.log.error({ userId, err: { message: (err as Error).message } }, 'TOTP secret cannot be opened')
+      }
+      const step = plain === undefined ? null : matchStep(plain, trimmed)
+      return step === null ? null : { step }
     }
     const codeHash = recoveryCodeHash(trimmed)
     return codeHash === null ? null : { codeHash }
   }
 
-  async function throttled (request: FastifyRequest, email: string): Promise<void> {
-    const wait = await retryAfter(db, email, request.ip)
+  function throttled (request: FastifyRequest, wait: number | null): void {
     if (wait === null) return
     request.event = { outcome: 'throttled' }
     throw new AppError(429, 'RATE_LIMITED', 'Too many wrong passwords or codes for this account; retry later', { 'retry-after': String(wait) })
@@ -71,11 +78,11 @@ export function createSecondFactor (app: FastifyInstance): SecondFactor {
     wrongCode,
     async require (request, { userId, sessionId, state, code }) {
       if (!state.confirmed) return
-      if (code === undefined || code.trim() === '') {
+      if (code === undefined) {
         request.event = { outcome: 'mfa_required', userId, sessionId }
         throw new AppError(403, 'MFA_REQUIRED', 'This account has a second factor: send a code from the authenticator app, or a recovery code, as `code`')
       }
-      await throttled(request, state.email)
+      throttled(request, await retryAfter(db, state.email, request.ip))
       const factor = read(userId, state, code)
       if (factor === null || !await useFactor(db, userId, factor)) await wrongCode(request, state.email, { userId, sessionId })
     }

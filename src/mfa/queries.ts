@@ -1,3 +1,4 @@
+import type { PoolClient } from 'pg'
 import type { Db } from '../db/index.js'
 import { RETRY_AFTER, THROTTLE_JOINS } from '../throttle.js'
 
@@ -23,7 +24,7 @@ export interface Credentials {
 export async function findCredentials (db: Db, userId: string): Promise<Credentials | undefined> {
   const { rows } = await db.query<Credentials>({
     name: 'find-credentials',
-    text: `SELECT u.email, u.password_hash, s.secret, s.key_id, s.confirmed_at IS NOT NULL AS confirmed
+    text: `SELECT u.email, u.password_hash, s.secret, s.key_id, u.mfa_enabled AS confirmed
            FROM users u LEFT JOIN totp_secrets s ON s.user_id = u.id WHERE u.id = $1`,
     values: [userId]
   })
@@ -44,40 +45,52 @@ export async function saveSecret (db: Db, s: { userId: string, secret: Buffer, k
 
 /**
  * Turns TOTP on, provided the secret is still the one the code was checked against (an enrolment
- * in between replaced it) and the step is new; stores the recovery codes and ends every other
- * session of the user, all in one statement. False when nothing changed.
+ * in between replaced it) and the step is new, stores the recovery codes, then ends every other
+ * session of the user. Two statements in one transaction (`client` must be in one): the first
+ * updates the user row, so it waits for any sign-in inserting a session under that row's share
+ * lock; the second, with a later snapshot, then sees that session and ends it. A sign-in that
+ * comes later finds TOTP on (sessions/queries.ts, insertSession). False when nothing changed.
  */
-export async function enableTotp (db: Db, e: { userId: string, secret: Buffer, step: number, codeHashes: Buffer[], keepSid: string }): Promise<boolean> {
-  const { rows } = await db.query<{ enabled: boolean }>({
+export async function enableTotp (client: PoolClient, e: {
+  userId: string, secret: Buffer, step: number, codesId: string, codeHashes: Buffer[], keepSid: string
+}): Promise<boolean> {
+  const { rows } = await client.query<{ enabled: boolean }>({
     name: 'enable-totp',
     text: `WITH enabled AS (
-             UPDATE totp_secrets SET confirmed_at = now(), last_step = $3
+             UPDATE totp_secrets SET confirmed_at = now(), last_step = $3, codes_id = $4
              WHERE user_id = $1 AND secret = $2 AND confirmed_at IS NULL AND last_step < $3
              RETURNING user_id
-           ), old_codes AS (
-             DELETE FROM recovery_codes WHERE user_id IN (SELECT user_id FROM enabled)
+           ), flagged AS (
+             UPDATE users SET mfa_enabled = true, updated_at = now() WHERE id IN (SELECT user_id FROM enabled)
            ), codes AS (
-             INSERT INTO recovery_codes (user_id, code_hash) SELECT user_id, unnest($4::bytea[]) FROM enabled
-           ), ended AS (
-             UPDATE sessions SET revoked_at = now(), revoked_reason = 'mfa-enable'
-             WHERE user_id IN (SELECT user_id FROM enabled) AND id <> $5 AND revoked_at IS NULL
+             INSERT INTO recovery_codes (user_id, set_id, code_hash) SELECT user_id, $4, unnest($5::bytea[]) FROM enabled
            )
            SELECT EXISTS (SELECT 1 FROM enabled) AS enabled`,
-    values: [e.userId, e.secret, e.step, e.codeHashes, e.keepSid]
+    values: [e.userId, e.secret, e.step, e.codesId, e.codeHashes]
   })
-  return rows[0].enabled
+  if (!rows[0].enabled) return false
+  await client.query({
+    name: 'end-sessions-mfa-enable',
+    text: `UPDATE sessions SET revoked_at = now(), revoked_reason = 'mfa-enable'
+           WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL`,
+    values: [e.userId, e.keepSid]
+  })
+  return true
 }
 
 // Uses up a factor of the user: a TOTP step newer than the last one accepted (compare-and-set: of
-// two requests with one code, on any replica, one wins), or a recovery code (deleted). $1 the user,
-// $2 the step or null, $3 the recovery code's hash or null. Gives `proven`, the user id when used.
-const USE_FACTOR = `stepped AS (
+// two requests with one code, on any replica, one wins), or a recovery code of the current set
+// (deleted). $1 the user, $2 the step or null, $3 the recovery code's hash or null; `guard`, a
+// further condition on both. Gives `proven`, the user id when used.
+const useFactorSql = (guard = ''): string => `stepped AS (
              UPDATE totp_secrets SET last_step = $2
-             WHERE user_id = $1 AND $2::bigint IS NOT NULL AND confirmed_at IS NOT NULL AND last_step < $2
+             WHERE user_id = $1 AND $2::bigint IS NOT NULL AND confirmed_at IS NOT NULL AND last_step < $2 ${guard}
              RETURNING user_id
            ), spent AS (
-             DELETE FROM recovery_codes WHERE user_id = $1 AND code_hash = $3
-             RETURNING user_id
+             DELETE FROM recovery_codes r USING totp_secrets t
+             WHERE r.user_id = $1 AND r.code_hash = $3 AND t.user_id = r.user_id AND r.set_id = t.codes_id
+               AND t.confirmed_at IS NOT NULL ${guard}
+             RETURNING r.user_id
            ), proven AS (
              SELECT user_id FROM stepped UNION SELECT user_id FROM spent
            )`
@@ -88,22 +101,22 @@ const factorValues = (f: Factor): [number | null, Buffer | null] => 'step' in f 
 export async function useFactor (db: Db, userId: string, factor: Factor): Promise<boolean> {
   const { rows } = await db.query({
     name: 'use-factor',
-    text: `WITH ${USE_FACTOR} SELECT 1 FROM proven`,
+    text: `WITH ${useFactorSql()} SELECT 1 FROM proven`,
     values: [userId, ...factorValues(factor)]
   })
   return rows.length > 0
 }
 
-/** Turns TOTP off: the secret and the recovery codes go; false when it was not on. */
+/** Turns TOTP off: the secret, the recovery codes and pending sign-in challenges go; false when it was not on. */
 export async function disableTotp (db: Db, userId: string): Promise<boolean> {
   const { rows } = await db.query({
     name: 'disable-totp',
     text: `WITH disabled AS (
-             DELETE FROM totp_secrets WHERE user_id = $1 RETURNING user_id
-           ), codes AS (
-             DELETE FROM recovery_codes WHERE user_id = $1
+             DELETE FROM totp_secrets WHERE user_id = $1 AND confirmed_at IS NOT NULL RETURNING user_id
+           ), flagged AS (
+             UPDATE users SET mfa_enabled = false, updated_at = now() WHERE id IN (SELECT user_id FROM disabled)
            ), challenges AS (
-             DELETE FROM mfa_challenges WHERE user_id = $1
+             DELETE FROM mfa_challenges WHERE user_id IN (SELECT user_id FROM disabled)
            )
            SELECT 1 FROM disabled`,
     values: [userId]
@@ -111,33 +124,40 @@ export async function disableTotp (db: Db, userId: string): Promise<boolean> {
   return rows.length > 0
 }
 
-/** A new set of recovery codes, the old set void; false when TOTP is not on. */
-export async function replaceRecoveryCodes (db: Db, userId: string, codeHashes: Buffer[]): Promise<boolean> {
+/**
+ * A new set of recovery codes: the secret's row names it, so the old set is void at once, even
+ * beside a concurrent regeneration (the last one wins); old rows are deleted as well. False when
+ * TOTP is not on.
+ */
+export async function replaceRecoveryCodes (db: Db, userId: string, codesId: string, codeHashes: Buffer[]): Promise<boolean> {
   const { rows } = await db.query({
     name: 'replace-recovery-codes',
-    text: `WITH enabled AS (
-             SELECT user_id FROM totp_secrets WHERE user_id = $1 AND confirmed_at IS NOT NULL
-           ), old_codes AS (
-             DELETE FROM recovery_codes WHERE user_id IN (SELECT user_id FROM enabled)
+    text: `WITH renewed AS (
+             UPDATE totp_secrets SET codes_id = $2 WHERE user_id = $1 AND confirmed_at IS NOT NULL RETURNING user_id
+           ), stale AS (
+             DELETE FROM recovery_codes WHERE user_id IN (SELECT user_id FROM renewed) AND set_id <> $2
            ), codes AS (
-             INSERT INTO recovery_codes (user_id, code_hash) SELECT user_id, unnest($2::bytea[]) FROM enabled
+             INSERT INTO recovery_codes (user_id, set_id, code_hash) SELECT user_id, $2, unnest($3::bytea[]) FROM renewed
            )
-           SELECT 1 FROM enabled`,
-    values: [userId, codeHashes]
+           SELECT 1 FROM renewed`,
+    values: [userId, codesId, codeHashes]
   })
   return rows.length > 0
 }
 
-export async function insertChallenge (db: Db, c: { tokenHash: Buffer, userId: string, ttl: number }): Promise<void> {
-  await db.query({
+/** A sign-in challenge for the user; false when the user is gone. */
+export async function insertChallenge (db: Db, c: { tokenHash: Buffer, userId: string, ttl: number }): Promise<boolean> {
+  const { rowCount } = await db.query({
     name: 'insert-mfa-challenge',
-    text: 'INSERT INTO mfa_challenges (token_hash, user_id, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))',
+    text: `INSERT INTO mfa_challenges (token_hash, user_id, expires_at)
+           SELECT $1, id, now() + make_interval(secs => $3) FROM users WHERE id = $2`,
     values: [c.tokenHash, c.userId, c.ttl]
   })
+  return rowCount === 1
 }
 
-/** A challenge dies after this many wrong codes. */
-export const CHALLENGE_FAILURES = 5
+/** A challenge takes this many codes at most; after that many refused, it is dead. */
+export const CHALLENGE_TRIES = 5
 
 export interface ChallengeState {
   user_id: string
@@ -163,7 +183,7 @@ export async function findChallenge (db: Db, tokenHash: Buffer, ip: string): Pro
            LEFT JOIN totp_secrets s ON s.user_id = c.user_id AND s.confirmed_at IS NOT NULL
            ${THROTTLE_JOINS('u.email', '$2')}
            WHERE c.token_hash = $1`,
-    values: [tokenHash, ip, CHALLENGE_FAILURES]
+    values: [tokenHash, ip, CHALLENGE_TRIES]
   })
   const state = rows[0]
   if (state?.retry_after !== undefined && state.retry_after !== null && state.retry_after <= 0) state.retry_after = null
@@ -171,22 +191,42 @@ export async function findChallenge (db: Db, tokenHash: Buffer, ip: string): Pro
 }
 
 /**
- * The second step of a sign-in, in one statement: uses up the factor, uses the challenge (once:
- * of concurrent verifies, one does this), starts the session and ends the run of failures for
- * (email, IP). The user, or undefined when the factor or the challenge was used already.
+ * Counts a try against the challenge before its code is checked (a success does not give it
+ * back: the challenge is used then anyway), so that concurrent requests cannot check more than
+ * CHALLENGE_TRIES codes. False when the challenge has none left (or is used or expired).
+ */
+export async function takeTry (db: Db, tokenHash: Buffer): Promise<boolean> {
+  const { rowCount } = await db.query({
+    name: 'take-mfa-try',
+    text: `UPDATE mfa_challenges SET failures = failures + 1
+           WHERE token_hash = $1 AND used_at IS NULL AND failures < $2 AND expires_at > now()`,
+    values: [tokenHash, CHALLENGE_TRIES]
+  })
+  return rowCount === 1
+}
+
+/**
+ * The second step of a sign-in, in one statement: locks the challenge (concurrent verifies with
+ * one mfa_token take turns), uses up the factor only if the challenge is still live, uses the
+ * challenge, starts the session and ends the run of failures for (email, IP). `live` false: the
+ * challenge was used (or expired) meanwhile; `user` undefined with `live`: the code was wrong or
+ * used already.
  */
 export async function completeChallenge (db: Db, c: {
   tokenHash: Buffer,
   userId: string,
   factor: Factor,
   session: { id: string, refreshHash: Buffer, ttl: number, userAgent: string | undefined, ip: string }
-}): Promise<{ id: string, name: string } | undefined> {
-  const { rows } = await db.query<{ id: string, name: string }>({
+}): Promise<{ live: boolean, user?: { id: string, name: string } }> {
+  const { rows } = await db.query<{ live: boolean, id: string | null, name: string | null }>({
     name: 'complete-mfa-challenge',
-    text: `WITH ${USE_FACTOR}, claimed AS (
+    text: `WITH live AS (
+             SELECT user_id FROM mfa_challenges
+             WHERE token_hash = $4 AND user_id = $1 AND used_at IS NULL AND expires_at > now()
+             FOR UPDATE
+           ), ${useFactorSql('AND EXISTS (SELECT 1 FROM live)')}, claimed AS (
              UPDATE mfa_challenges SET used_at = now()
              WHERE token_hash = $4 AND user_id IN (SELECT user_id FROM proven)
-               AND used_at IS NULL AND failures < $10 AND expires_at > now()
              RETURNING user_id
            ), session AS (
              INSERT INTO sessions (id, user_id, refresh_hash, expires_at, user_agent, ip)
@@ -196,22 +236,12 @@ export async function completeChallenge (db: Db, c: {
            ), cleared AS (
              DELETE FROM sign_in_throttle WHERE email IN (SELECT email FROM account) AND ip = $9
            )
-           SELECT id, name FROM account`,
+           SELECT EXISTS (SELECT 1 FROM live) AS live, (SELECT id FROM account) AS id, (SELECT name FROM account) AS name`,
     values: [c.userId, ...factorValues(c.factor), c.tokenHash, c.session.id, c.session.refreshHash, c.session.ttl,
-      c.session.userAgent ?? null, c.session.ip, CHALLENGE_FAILURES]
+      c.session.userAgent ?? null, c.session.ip]
   })
-  return rows[0]
-}
-
-/** Counts a wrong code against the challenge; false when it is no longer live (used, dead or expired). */
-export async function failChallenge (db: Db, tokenHash: Buffer): Promise<boolean> {
-  const { rowCount } = await db.query({
-    name: 'fail-mfa-challenge',
-    text: `UPDATE mfa_challenges SET failures = failures + 1
-           WHERE token_hash = $1 AND used_at IS NULL AND failures < $2 AND expires_at > now()`,
-    values: [tokenHash, CHALLENGE_FAILURES]
-  })
-  return rowCount === 1
+  const { live, id, name } = rows[0]
+  return id !== null && name !== null ? { live, user: { id, name } } : { live }
 }
 
 /** Up to `limit` secrets sealed under another key than `keyId` (or not sealed at all), by user id after `after`. */

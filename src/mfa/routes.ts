@@ -1,9 +1,11 @@
+import { randomUUID } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { AppError, tokenError } from '../errors.js'
 import { rateLimit } from '../rate-limit.js'
 import { requirePassword } from '../passwords.js'
+import { retryAfter } from '../throttle.js'
 import { bearerAuth, ErrorReply, errorReplies, NO_STORE } from '../schemas.js'
 import { base32, newRecoveryCodes, newSecret, otpauthUrl, qrSvg, recoveryCodeHash } from './totp.js'
 import { CodeBody, DisableBody, EnrolBody, EnrolReply, RecoveryCodesReply } from './schemas.js'
@@ -89,12 +91,13 @@ export default async function mfaRoutes (fastify: FastifyInstance): Promise<void
     const state = await factorState(sub)
     if (state.confirmed) throw new AppError(409, 'MFA_ALREADY_ENABLED', 'TOTP is on already')
     if (state.secret === null) throw new AppError(404, 'NOT_FOUND', 'No enrolment was started: POST /auth/mfa/totp first')
-    await secondFactor.throttled(request, state.email)
+    secondFactor.throttled(request, await retryAfter(db, state.email, request.ip))
     // Only a TOTP code proves the authenticator has the secret (there are no recovery codes yet).
     const factor = secondFactor.read(sub, { secret: state.secret, key_id: state.key_id }, request.body.code)
     const { codes, hashes } = recoveryCodes()
-    if (factor === null || !('step' in factor) ||
-      !await q.enableTotp(db, { userId: sub, secret: state.secret, step: factor.step, codeHashes: hashes, keepSid: sid })) {
+    const secret = state.secret
+    if (factor === null || !('step' in factor) || !await app.pg.transact(async (client) =>
+      await q.enableTotp(client, { userId: sub, secret, step: factor.step, codesId: randomUUID(), codeHashes: hashes, keepSid: sid }))) {
       await secondFactor.wrongCode(request, state.email, { userId: sub, sessionId: sid })
     }
     profiles.delete(sub)
@@ -155,7 +158,7 @@ export default async function mfaRoutes (fastify: FastifyInstance): Promise<void
     if (!state.confirmed) throw NOT_ON()
     await secondFactor.require(request, { userId: sub, sessionId: sid, state, code: request.body.code })
     const { codes, hashes } = recoveryCodes()
-    if (!await q.replaceRecoveryCodes(db, sub, hashes)) throw NOT_ON()
+    if (!await q.replaceRecoveryCodes(db, sub, randomUUID(), hashes)) throw NOT_ON()
     request.event = { outcome: 'success', userId: sub, sessionId: sid }
     return await reply.headers(NO_STORE).send({ recovery_codes: codes })
   })

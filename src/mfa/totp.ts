@@ -15,11 +15,12 @@ export const base32 = (secret: Buffer): string => Secret.fromHex(secret.toString
 
 /**
  * `otpauth://totp/<issuer>:<email>?secret=…&issuer=…`, the Key Uri Format authenticator apps read,
- * with its parameters in the contract's order.
+ * as the contract writes it: SHA-1, 6 digits and 30 s are the format's defaults, so not repeated.
+ * An `@` may stand in a URI path as it is.
  */
 export function otpauthUrl (issuer: string, email: string, secret: Buffer): string {
-  const label = `${encodeURIComponent(issuer)}:${encodeURIComponent(email)}`
-  return `otpauth://totp/${label}?secret=${base32(secret)}&issuer=${encodeURIComponent(issuer)}&algorithm=SHA1&digits=${DIGITS}&period=${PERIOD}`
+  const label = `${encodeURIComponent(issuer)}:${encodeURIComponent(email).replace(/%40/g, '@')}`
+  return `otpauth://totp/${label}?secret=${base32(secret)}&issuer=${encodeURIComponent(issuer)}`
 }
 
 /** The QR code of `text` as a standalone SVG document. */

@@ -184,6 +184,9 @@ export async function resetPassword (db: Db, hash: Buffer, passwordHash: string)
              WHERE user_id IN (SELECT id FROM changed) AND revoked_at IS NULL
            ), voided AS (
              DELETE FROM email_tokens WHERE user_id IN (SELECT id FROM changed) AND token_hash <> $1
+           ), challenges AS (
+             -- Sign-ins waiting for their second factor were started with the old password.
+             DELETE FROM mfa_challenges WHERE user_id IN (SELECT id FROM changed)
            ), unsent AS (
              DELETE FROM outbox WHERE user_id IN (SELECT id FROM changed) AND kind = 'mail'
                AND payload->>'template' IN ('reset-password', 'change-email')

@@ -189,8 +189,8 @@ export default async function recoveryRoutes (fastify: FastifyInstance): Promise
     const current = await findCredentials(db, sub)
     if (current === undefined) throw tokenError('TOKEN_INVALID', 'User no longer exists')
     await requirePassword(passwords, request, { stored: current.password_hash, password: request.body.password, userId: sub, sessionId: sid })
-    await app.secondFactor.require(request, { userId: sub, sessionId: sid, state: current, code: request.body.code })
     if (newEmail === current.email) throw validationFailed('new_email is already the address of this account')
+    await app.secondFactor.require(request, { userId: sub, sessionId: sid, state: current, code: request.body.code })
     if (await q.requestEmailChange(db, { userId: sub, newEmail, cooldown: config.EMAIL_COOLDOWN })) outbox.kick()
     request.event = { outcome: 'success', userId: sub, sessionId: sid }
     return await reply.code(202).send({ msg: 'If the address can be used, a confirmation link is on its way to it' })

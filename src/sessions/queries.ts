@@ -13,15 +13,23 @@ export async function updatePasswordHash (db: Db, id: string, oldHash: string, n
   })
 }
 
+/**
+ * A password-only sign-in's session: made only while TOTP is off, checked under a share lock of
+ * the user row. A TOTP confirmation updates that row, so it either waits for this insert (and
+ * then ends the session) or this insert waits for it and, re-reading the row, makes nothing
+ * (mfa/queries.ts, enableTotp). False when nothing was made (TOTP on, or the user gone).
+ */
 export async function insertSession (db: Db, s: {
   id: string, userId: string, refreshHash: Buffer, ttl: number, userAgent: string | undefined, ip: string
-}): Promise<void> {
-  await db.query({
+}): Promise<boolean> {
+  const { rowCount } = await db.query({
     name: 'insert-session',
     text: `INSERT INTO sessions (id, user_id, refresh_hash, expires_at, user_agent, ip)
-           VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5, $6)`,
+           SELECT $1, id, $3, now() + make_interval(secs => $4), $5, $6 FROM users WHERE id = $2 AND NOT mfa_enabled
+           FOR SHARE`,
     values: [s.id, s.userId, s.refreshHash, s.ttl, s.userAgent ?? null, s.ip]
   })
+  return rowCount === 1
 }
 
 export interface Rotation { sid: string, sub: string, oldHash: Buffer, newHash: Buffer }
@@ -91,18 +99,25 @@ export async function findSessionState (db: Db, sid: string, sub: string, graceS
 }
 
 /**
- * Ends the session `sid` (or, with `all`, every live session of the user), provided `sid` is
- * still live: a token of an ended session cannot end the others. Returns how many ended.
+ * Ends the session `sid` (or, with `all`, every live session of the user and the sign-ins still
+ * waiting for their second factor), provided `sid` is still live: a token of an ended session
+ * cannot end the others. Returns how many sessions ended.
  */
 export async function endSessions (db: Db, e: { sid: string, sub: string, all: boolean, reason: string }): Promise<number> {
-  const { rowCount } = await db.query({
+  const { rows } = await db.query<{ n: number }>({
     name: 'end-sessions',
-    text: `UPDATE sessions SET revoked_at = now(), revoked_reason = $4
-           WHERE user_id = $2 AND revoked_at IS NULL AND ($3 OR id = $1)
-             AND EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL)`,
+    text: `WITH ended AS (
+             UPDATE sessions SET revoked_at = now(), revoked_reason = $4
+             WHERE user_id = $2 AND revoked_at IS NULL AND ($3 OR id = $1)
+               AND EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL)
+             RETURNING user_id
+           ), challenges AS (
+             DELETE FROM mfa_challenges WHERE $3 AND user_id IN (SELECT user_id FROM ended)
+           )
+           SELECT count(*)::int AS n FROM ended`,
     values: [e.sid, e.sub, e.all, e.reason]
   })
-  return rowCount ?? 0
+  return rows[0].n
 }
 
 export interface SessionRow {
@@ -161,7 +176,7 @@ export async function findSignInState (db: Db, email: string, ip: string): Promi
   const { rows } = await db.query<SignInState>({
     name: 'find-sign-in-state',
     text: `SELECT u.id, u.name, u.password_hash, u.email_verified_at IS NOT NULL AS email_verified,
-                  EXISTS (SELECT 1 FROM totp_secrets s WHERE s.user_id = u.id AND s.confirmed_at IS NOT NULL) AS mfa_enabled,
+                  coalesce(u.mfa_enabled, false) AS mfa_enabled,
                   t.failures IS NOT NULL AS has_failures, ${RETRY_AFTER} AS retry_after
            FROM (SELECT $1::text AS email) k
            LEFT JOIN users u ON u.email = k.email

@@ -16,6 +16,7 @@ import * as mfa from '../mfa/queries.js'
 
 // How long the mfa_token of a 403 MFA_REQUIRED is good for (contract: 300 s).
 const MFA_TOKEN_TTL = 300
+const REVOKED = 'This mfa_token was used already, or has had too many wrong codes; sign in again'
 import * as q from './queries.js'
 
 function sameHash (a: Buffer | null, b: Buffer): boolean {
@@ -95,25 +96,25 @@ export default async function sessionRoutes (fastify: FastifyInstance): Promise<
     if (passwords.needsRehash(state.password_hash)) {
       await q.updatePasswordHash(db, user.id, state.password_hash, await passwords.hash(request.body.password))
     }
-    if (state.mfa_enabled) {
-      // The password is right; a code must follow. The run of failures for (email, IP) goes on until
-      // then, so that wrong codes after right passwords are throttled like wrong passwords.
-      const mfaToken = randomBytes(32).toString('base64url')
-      await mfa.insertChallenge(db, { tokenHash: tokenHash(mfaToken), userId: user.id, ttl: MFA_TOKEN_TTL })
-      request.event = { outcome: 'mfa_required', userId: user.id }
-      throw new AppError(403, 'MFA_REQUIRED', 'A second factor is needed: POST /auth/mfa/verify with this mfa_token and a code', {}, { mfa_token: mfaToken })
-    }
-    if (state.has_failures) await clearFailures(db, email, request.ip)
     const sid = randomUUID()
     const jti = newTokenId()
-    await q.insertSession(db, {
+    // With TOTP on (or turned on since it was read: then no session is made), a code must follow.
+    if (state.mfa_enabled || !await q.insertSession(db, {
       id: sid,
       userId: user.id,
       refreshHash: tokenHash(jti),
       ttl: config.JWT_REFRESH_TTL,
       userAgent: request.headers['user-agent']?.slice(0, 512),
       ip: request.ip
-    })
+    })) {
+      // The run of failures for (email, IP) goes on until the code, so that wrong codes after
+      // right passwords are throttled like wrong passwords.
+      const mfaToken = randomBytes(32).toString('base64url')
+      if (!await mfa.insertChallenge(db, { tokenHash: tokenHash(mfaToken), userId: user.id, ttl: MFA_TOKEN_TTL })) throw invalidCredentials() // deleted meanwhile
+      request.event = { outcome: 'mfa_required', userId: user.id }
+      throw new AppError(403, 'MFA_REQUIRED', 'A second factor is needed: POST /auth/mfa/verify with this mfa_token and a code', NO_STORE, { mfa_token: mfaToken })
+    }
+    if (state.has_failures) await clearFailures(db, email, request.ip)
     request.event = { outcome: 'success', userId: user.id, sessionId: sid }
     return await reply.headers(NO_STORE).send(signedIn(user, sid, jti, PASSWORD_ONLY))
   })
@@ -143,26 +144,25 @@ export default async function sessionRoutes (fastify: FastifyInstance): Promise<
     // An access or refresh token (or anything else) is no mfa_token: none is stored under its hash.
     if (challenge === undefined) throw tokenError('TOKEN_INVALID', 'Not an mfa_token')
     const userId = challenge.user_id
-    if (challenge.revoked) throw tokenError('TOKEN_REVOKED', 'This mfa_token was used already, or has had too many wrong codes; sign in again')
+    if (challenge.revoked) throw tokenError('TOKEN_REVOKED', REVOKED)
     if (challenge.expired) throw tokenError('TOKEN_EXPIRED', 'This mfa_token has expired; sign in again')
-    await secondFactor.throttled(request, challenge.email)
+    secondFactor.throttled(request, challenge.retry_after)
+    // Each code checked costs a try first: concurrent requests cannot check more than five.
+    if (!await mfa.takeTry(db, hash)) throw tokenError('TOKEN_REVOKED', REVOKED)
     const factor = secondFactor.read(userId, challenge, code)
+    if (factor === null) return await secondFactor.wrongCode(request, challenge.email, { userId })
     const sid = randomUUID()
     const jti = newTokenId()
-    const user = factor === null
-      ? undefined
-      : await mfa.completeChallenge(db, {
-        tokenHash: hash,
-        userId,
-        factor,
-        session: { id: sid, refreshHash: tokenHash(jti), ttl: config.JWT_REFRESH_TTL, userAgent: request.headers['user-agent']?.slice(0, 512), ip: request.ip }
-      })
-    if (user === undefined) {
-      // A wrong code, or one used already (a replay, or the same code in a concurrent verify).
-      if (!await mfa.failChallenge(db, hash)) throw tokenError('TOKEN_REVOKED', 'This mfa_token was used already, or has had too many wrong codes; sign in again')
-      return await secondFactor.wrongCode(request, challenge.email, { userId })
-    }
-    request.event = { outcome: factor !== null && 'codeHash' in factor ? 'recovery_code' : 'success', userId, sessionId: sid }
+    const { live, user } = await mfa.completeChallenge(db, {
+      tokenHash: hash,
+      userId,
+      factor,
+      session: { id: sid, refreshHash: tokenHash(jti), ttl: config.JWT_REFRESH_TTL, userAgent: request.headers['user-agent']?.slice(0, 512), ip: request.ip }
+    })
+    // Used by a concurrent verify meanwhile; else the code was used already (a replay).
+    if (!live) throw tokenError('TOKEN_REVOKED', REVOKED)
+    if (user === undefined) return await secondFactor.wrongCode(request, challenge.email, { userId })
+    request.event = { outcome: 'codeHash' in factor ? 'recovery_code' : 'success', userId, sessionId: sid }
     return await reply.headers(NO_STORE).send(signedIn(user, sid, jti, WITH_OTP))
   })
 
