@@ -37,9 +37,7 @@ export async function insertUser (db: Db, u: { name: string, email: string, pass
 export async function findUserById (db: Db, id: string): Promise<MeRow | undefined> {
   const { rows } = await db.query<MeRow>({
     name: 'find-user-by-id',
-    text: `SELECT id, name, email, email_verified_at, created_at,
-                  mfa_enabled
-           FROM users WHERE id = $1`,
+    text: 'SELECT id, name, email, email_verified_at, created_at, mfa_enabled FROM users WHERE id = $1',
     values: [id]
   })
   return rows[0]
