@@ -36,6 +36,7 @@ const DB_UNAVAILABLE_CODES = new Set([
   '57P01', '57P02', '57P03', // admin shutdown, crash shutdown, cannot connect now
   '53300', // too many connections
   '57014', // statement timeout
+  '40P01', // deadlock detected: one of two concurrent statements was rolled back whole; a retry succeeds
   '08000', '08001', '08003', '08004', '08006'
 ])
 const DB_UNAVAILABLE_MESSAGES = /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Connection is closed|connect ECONNREFUSED/i

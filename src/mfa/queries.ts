@@ -15,6 +15,8 @@ export interface Credentials {
   key_id: string | null
   /** TOTP is on */
   confirmed: boolean
+  /** the current set of recovery codes */
+  codes_id: string | null
 }
 
 /**
@@ -24,7 +26,7 @@ export interface Credentials {
 export async function findCredentials (db: Db, userId: string): Promise<Credentials | undefined> {
   const { rows } = await db.query<Credentials>({
     name: 'find-credentials',
-    text: `SELECT u.email, u.password_hash, s.secret, s.key_id, u.mfa_enabled AS confirmed
+    text: `SELECT u.email, u.password_hash, s.secret, s.key_id, u.mfa_enabled AS confirmed, s.codes_id
            FROM users u LEFT JOIN totp_secrets s ON s.user_id = u.id WHERE u.id = $1`,
     values: [userId]
   })
@@ -107,16 +109,21 @@ export async function useFactor (db: Db, userId: string, factor: Factor): Promis
   return rows.length > 0
 }
 
-/** Turns TOTP off: the secret, the recovery codes and pending sign-in challenges go; false when it was not on. */
+/**
+ * Turns TOTP off: pending sign-in challenges, the secret and the recovery codes go; false when it
+ * was not on. The challenges first (`disabled` waits for them): a verify locks its challenge, then
+ * the secret's row, and the same order here keeps the two from deadlocking.
+ */
 export async function disableTotp (db: Db, userId: string): Promise<boolean> {
   const { rows } = await db.query({
     name: 'disable-totp',
-    text: `WITH disabled AS (
-             DELETE FROM totp_secrets WHERE user_id = $1 AND confirmed_at IS NOT NULL RETURNING user_id
+    text: `WITH challenges AS (
+             DELETE FROM mfa_challenges WHERE user_id = $1 RETURNING 1
+           ), disabled AS (
+             DELETE FROM totp_secrets WHERE user_id = $1 AND confirmed_at IS NOT NULL AND (SELECT count(*) FROM challenges) >= 0
+             RETURNING user_id
            ), flagged AS (
              UPDATE users SET mfa_enabled = false, updated_at = now() WHERE id IN (SELECT user_id FROM disabled)
-           ), challenges AS (
-             DELETE FROM mfa_challenges WHERE user_id IN (SELECT user_id FROM disabled)
            )
            SELECT 1 FROM disabled`,
     values: [userId]
@@ -125,22 +132,25 @@ export async function disableTotp (db: Db, userId: string): Promise<boolean> {
 }
 
 /**
- * A new set of recovery codes: the secret's row names it, so the old set is void at once, even
- * beside a concurrent regeneration (the last one wins); old rows are deleted as well. False when
- * TOTP is not on.
+ * A new set of recovery codes, in place of the set `oldCodesId`: the secret's row names the
+ * current set, so the old one is void at once. Compare-and-set: of two regenerations at once one
+ * wins, and the other gets false rather than showing its user codes that never work (false too
+ * when TOTP is not on). Old rows are deleted as well.
  */
-export async function replaceRecoveryCodes (db: Db, userId: string, codesId: string, codeHashes: Buffer[]): Promise<boolean> {
+export async function replaceRecoveryCodes (db: Db, r: { userId: string, oldCodesId: string | null, codesId: string, codeHashes: Buffer[] }): Promise<boolean> {
   const { rows } = await db.query({
     name: 'replace-recovery-codes',
     text: `WITH renewed AS (
-             UPDATE totp_secrets SET codes_id = $2 WHERE user_id = $1 AND confirmed_at IS NOT NULL RETURNING user_id
+             UPDATE totp_secrets SET codes_id = $2
+             WHERE user_id = $1 AND confirmed_at IS NOT NULL AND codes_id IS NOT DISTINCT FROM $4::uuid
+             RETURNING user_id
            ), stale AS (
              DELETE FROM recovery_codes WHERE user_id IN (SELECT user_id FROM renewed) AND set_id <> $2
            ), codes AS (
              INSERT INTO recovery_codes (user_id, set_id, code_hash) SELECT user_id, $2, unnest($3::bytea[]) FROM renewed
            )
            SELECT 1 FROM renewed`,
-    values: [userId, codesId, codeHashes]
+    values: [r.userId, r.codesId, r.codeHashes, r.oldCodesId]
   })
   return rows.length > 0
 }

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
-import { AppError, tokenError } from '../errors.js'
+import { AppError, tokenError, unavailable } from '../errors.js'
 import { rateLimit } from '../rate-limit.js'
 import { requirePassword } from '../passwords.js'
 import { retryAfter } from '../throttle.js'
@@ -149,7 +149,8 @@ export default async function mfaRoutes (fastify: FastifyInstance): Promise<void
         200: RecoveryCodesReply,
         ...errorReplies(400, 413, 415, 429, 503),
         401: ErrorReply(401, WRONG_CODE),
-        404: ErrorReply(404, 'NOT_FOUND: TOTP is not on')
+        404: ErrorReply(404, 'NOT_FOUND: TOTP is not on'),
+        503: ErrorReply(503, 'SERVICE_UNAVAILABLE: the database does not answer; or another regeneration replaced the set at the same moment (its codes are the ones that work)')
       }
     }
   }, async (request, reply) => {
@@ -158,7 +159,11 @@ export default async function mfaRoutes (fastify: FastifyInstance): Promise<void
     if (!state.confirmed) throw NOT_ON()
     await secondFactor.require(request, { userId: sub, sessionId: sid, state, code: request.body.code })
     const { codes, hashes } = recoveryCodes()
-    if (!await q.replaceRecoveryCodes(db, sub, randomUUID(), hashes)) throw NOT_ON()
+    if (!await q.replaceRecoveryCodes(db, { userId: sub, oldCodesId: state.codes_id, codesId: randomUUID(), codeHashes: hashes })) {
+      // Turned off meanwhile, or another regeneration replaced the set first: its codes are the ones that work.
+      if ((await factorState(sub)).confirmed) throw unavailable('The recovery codes were replaced by another request at the same moment; ask again with a new code', 1)
+      throw NOT_ON()
+    }
     request.event = { outcome: 'success', userId: sub, sessionId: sid }
     return await reply.headers(NO_STORE).send({ recovery_codes: codes })
   })
