@@ -325,6 +325,22 @@ t.test('turning TOTP off takes the password and a code; then sign-in asks for th
   t.equal((await post('/auth/mfa/totp', { password: PASSWORD }, headers)).statusCode, 200, 'and it can be enrolled again')
 })
 
+t.test("an operator's removal of a lost factor (the README's SQL): sign-in asks for the password only, and TOTP can be enrolled again", async (t) => {
+  const { user } = await enrolled()
+  const pending = await challenge(user.email)
+  await app.pg.transact(async (client) => {
+    await client.query('UPDATE users SET mfa_enabled = false WHERE id = $1', [user.id])
+    await client.query('DELETE FROM totp_secrets WHERE user_id = $1', [user.id])
+    await client.query('DELETE FROM mfa_challenges WHERE user_id = $1', [user.id])
+  })
+  t.equal((await app.pg.query('SELECT count(*)::int AS n FROM recovery_codes WHERE user_id = $1', [user.id])).rows[0].n, 0, 'the recovery codes went with the secret')
+  t.same(outcome(await post('/auth/mfa/verify', { mfa_token: pending, code: '123456' })), { status: 401, code: 'TOKEN_INVALID' })
+  const session = await signIn(app, user.email)
+  t.same(claimsOf(session.access_token).amr, ['pwd'])
+  t.equal((await me(session.access_token)).mfa_enabled, false)
+  t.equal((await post('/auth/mfa/totp', { password: PASSWORD }, bearer(session.access_token))).statusCode, 200)
+})
+
 t.test('with TOTP on, a password change and account deletion need a code too', async (t) => {
   const { user, secret, session } = await enrolled()
   const headers = bearer(session.access_token)
