@@ -37,7 +37,7 @@ export const BODY_LIMIT = 16 * 1024
 // Never log a password, a token or an Authorization header. Explicit paths, not wildcards:
 // `*.password` made pino's redaction cost ~20 % of the CPU of a `me` request (bench/README.md).
 // The service logs no bodies or headers itself; these catch one logged by mistake.
-const SECRET_FIELDS = ['password', 'current_password', 'new_password', 'access_token', 'refresh_token', 'token']
+const SECRET_FIELDS = ['password', 'current_password', 'new_password', 'access_token', 'refresh_token', 'token', 'code', 'mfa_token']
 const REDACT = [
   'req.headers.authorization', 'req.headers.cookie', 'headers.authorization', 'headers.cookie',
   ...SECRET_FIELDS.flatMap((f) => [`body.${f}`, `req.body.${f}`, `request.body.${f}`])

@@ -22,7 +22,7 @@ declare module 'fastify' {
   }
 }
 
-// The security events kept in audit_events, by action and outcome.
+// The security events kept in audit_events, by action and outcome (`*`: any action).
 const AUDITED: Record<string, string> = {
   'sign_up:success': 'sign-up',
   'sign_in:success': 'sign-in',
@@ -43,11 +43,10 @@ const AUDITED: Record<string, string> = {
   'mfa_disable:success': 'mfa-disable',
   'mfa_verify:success': 'mfa-verify',
   'mfa_verify:recovery_code': 'recovery-code-used',
-  'recovery_codes:success': 'recovery-codes-regenerated'
+  'recovery_codes:success': 'recovery-codes-regenerated',
+  // A wrong TOTP or recovery code, wherever one is asked for (any action).
+  '*:invalid_code': 'mfa-verify-failed'
 }
-
-// A wrong TOTP or recovery code, wherever one is asked for.
-const WRONG_CODE_EVENT = 'mfa-verify-failed'
 
 export type Metrics = ReturnType<typeof createMetrics>
 
@@ -182,7 +181,7 @@ async function observe (app: FastifyInstance, { metrics, queueDepth }: { metrics
     if (action === undefined) return
     const event = request.event ?? { outcome: reply.statusCode < 400 ? 'success' : `status_${reply.statusCode}` }
     metrics?.outcomes.inc({ action, outcome: event.outcome })
-    const audited = event.outcome === 'invalid_code' ? WRONG_CODE_EVENT : AUDITED[`${action}:${event.outcome}`]
+    const audited = AUDITED[`${action}:${event.outcome}`] ?? AUDITED[`*:${event.outcome}`]
     // A reset asked for an address without an account is nobody's event.
     if (audited === undefined || (audited === 'password-reset-request' && event.userId === undefined)) return
     // Not awaited by the client: the answer has already gone. A failure is logged, not fatal.

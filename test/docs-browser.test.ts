@@ -1,10 +1,10 @@
-import { createHmac } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import t from 'tap'
 import { chromium, type Page } from 'playwright-core'
 import jsQR from 'jsqr' // CommonJS: its types name the function `default`
 import { PNG } from 'pngjs'
 import { createDatabase, PASSWORD, spawnServer, uniqueEmail } from './helper.js'
+import { codeFor } from './totp.js'
 
 // The interactive docs as a person uses them: Debian's Chromium, headless, against the real
 // process. DOCS_SCREENSHOT=/tmp/docs.png keeps a picture of the page after the sign-up.
@@ -83,7 +83,7 @@ if (!existsSync(CHROMIUM)) {
     const png = PNG.sync.read(await qr.screenshot())
     t.equal(jsQR.default(new Uint8ClampedArray(png.data), png.width, png.height)?.data, url, 'the QR code holds otpauth_url')
 
-    const confirm = await tryIt(page, 'post', '/auth/mfa/totp/confirm', { code: totp(secret) })
+    const confirm = await tryIt(page, 'post', '/auth/mfa/totp/confirm', { code: codeFor(secret) })
     t.equal(confirm.status, '200', 'confirm: 200')
     t.equal(confirm.json.recovery_codes.length, 10)
 
@@ -114,16 +114,4 @@ async function tryIt (page: Page, method: string, path: string, body: object): P
   const text = status === '204' ? 'null' : (await row.locator('.response-col_description pre').first().textContent()) ?? 'null'
   await op.locator('.opblock-summary-control').click() // closed again, so that the next operation's buttons are the only ones
   return { status, json: JSON.parse(text) }
-}
-
-/** The current TOTP code of a base32 secret (RFC 6238), computed here. */
-function totp (secret: string): string {
-  let bits = ''
-  for (const c of secret) bits += 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567'.indexOf(c).toString(2).padStart(5, '0')
-  const key = Buffer.from((bits.match(/.{8}/g) ?? []).map((b) => parseInt(b, 2)))
-  const counter = Buffer.alloc(8)
-  counter.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 30_000)))
-  const mac = createHmac('sha1', key).update(counter).digest()
-  const offset = mac[mac.length - 1] & 0xf
-  return String((mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000).padStart(6, '0')
 }

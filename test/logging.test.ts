@@ -1,5 +1,6 @@
 import t from 'tap'
 import { bearer, build, createDatabase, logSink, PASSWORD, uniqueEmail } from './helper.js'
+import { codeFor, freshStep } from './totp.js'
 
 const databaseUrl = await createDatabase(t)
 
@@ -36,4 +37,26 @@ t.test('logs are JSON lines, one per request with its id, and never hold a passw
     t.notOk(log.lines.some((l) => l.includes(secret)), `never logged: ${secret.slice(0, 12)}…`)
   }
   t.notOk(log.lines.some((l) => /authorization|bearer /i.test(l)), 'no Authorization header')
+})
+
+t.test('the second factor: no secret, code, recovery code or mfa_token in the logs; `code` and `mfa_token` are redacted if a body is logged', async (t) => {
+  const log = logSink()
+  const app = await build(t, databaseUrl, { LOG_LEVEL: 'trace' }, log.stream)
+  const email = uniqueEmail('logged-mfa')
+  await app.inject({ method: 'POST', url: '/auth/sign-up', payload: { name: 'Logged', email, password: PASSWORD } })
+  const session = (await app.inject({ method: 'POST', url: '/auth/sign-in', payload: { email, password: PASSWORD } })).json()
+  const { secret } = (await app.inject({ method: 'POST', url: '/auth/mfa/totp', payload: { password: PASSWORD }, headers: bearer(session.access_token) })).json()
+  const step = await freshStep()
+  const confirmCode = codeFor(secret, step)
+  const codes: string[] = (await app.inject({ method: 'POST', url: '/auth/mfa/totp/confirm', payload: { code: confirmCode }, headers: bearer(session.access_token) })).json().recovery_codes
+  const { mfa_token: mfaToken } = (await app.inject({ method: 'POST', url: '/auth/sign-in', payload: { email, password: PASSWORD } })).json()
+  await app.inject({ method: 'POST', url: '/auth/mfa/verify', payload: { mfa_token: mfaToken, code: '000000' } })
+  const verified = await app.inject({ method: 'POST', url: '/auth/mfa/verify', payload: { mfa_token: mfaToken, code: codes[0] } })
+  t.equal(verified.statusCode, 200)
+  app.log.info({ body: { code: codes[1], mfa_token: mfaToken } }, 'a body logged by mistake')
+
+  for (const s of [secret, confirmCode, ...codes.slice(0, 2), mfaToken, verified.json().access_token]) {
+    t.notOk(log.lines.some((l) => l.includes(s)), `never logged: ${String(s).slice(0, 6)}…`)
+  }
+  t.ok(log.lines.some((l) => l.includes('a body logged by mistake') && l.includes('[redacted]')), 'the logged body is redacted')
 })

@@ -1,9 +1,9 @@
 import t from 'tap'
-import { createHmac } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import { Secret, TOTP } from 'otpauth'
 import { bearer, build, claimsOf, createDatabase, logSink, PASSWORD, refresh, signIn, signUp } from './helper.js'
 import { linkParts, startMailbox, to } from './mailbox.js'
+import { codeFor, freshStep, fromBase32, hotp, stepAt } from './totp.js'
 import { matchStep } from '../src/mfa/totp.js'
 
 // The second factor, with codes computed here by a TOTP of the test's own (RFC 6238, checked
@@ -13,33 +13,7 @@ const KEY = 'data-encryption-key-for-tests-0123456789abcdef'
 const mailbox = await startMailbox(t)
 const app = await build(t, await createDatabase(t), { DATA_ENCRYPTION_KEY: KEY, SMTP_URL: mailbox.url })
 
-// RFC 4648 base32, RFC 4226 HOTP, RFC 6238 TOTP.
-function fromBase32 (text: string): Buffer {
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567'
-  let bits = ''
-  for (const c of text.replace(/=+$/, '')) bits += alphabet.indexOf(c).toString(2).padStart(5, '0')
-  return Buffer.from((bits.match(/.{8}/g) ?? []).map((b) => parseInt(b, 2)))
-}
-function hotp (key: Buffer, counter: number, digits = 6, alg = 'sha1'): string {
-  const msg = Buffer.alloc(8)
-  msg.writeBigUInt64BE(BigInt(counter))
-  const mac = createHmac(alg, key).update(msg).digest()
-  const offset = mac[mac.length - 1] & 0xf
-  const bin = (mac.readUInt32BE(offset) & 0x7fffffff) % 10 ** digits
-  return String(bin).padStart(digits, '0')
-}
-const stepAt = (ms = Date.now()): number => Math.floor(ms / 30_000)
-const codeFor = (secret: string, step: number): string => hotp(fromBase32(secret), step)
 const sleep = async (ms: number) => await new Promise((resolve) => setTimeout(resolve, ms))
-/**
- * Waits, if need be, until at least `margin` ms of the current step remain, so that "now ± 1"
- * means the same here and in the service for that long.
- */
-async function freshStep (margin = 5000): Promise<number> {
-  const left = 30_000 - (Date.now() % 30_000)
-  if (left < margin) await sleep(left + 100)
-  return stepAt()
-}
 
 const post = async (path: string, payload: object, headers: Record<string, string> = {}, a: FastifyInstance = app) =>
   await a.inject({ method: 'POST', url: path, payload, headers })
@@ -355,18 +329,44 @@ t.test('with TOTP on, a password change and account deletion need a code too', a
     'a sign-in waiting for its code, started with the old password, is void')
   t.same(outcome(await post('/auth/email', { new_email: user.email, password: change.new_password, code: codeFor(secret, step + 1) }, headers)),
     { status: 400, code: 'VALIDATION_FAILED' }, 'a change refused on its own merits uses no code')
+  const newEmail = `moved-${user.email}`
+  t.same(outcome(await post('/auth/email', { new_email: newEmail, password: change.new_password }, headers)), { status: 403, code: 'MFA_REQUIRED' }, 'an email change: no code')
+  t.same(outcome(await post('/auth/email', { new_email: newEmail, password: change.new_password, code: '000000' }, headers)), { status: 401, code: 'INVALID_CREDENTIALS' }, 'a wrong code')
   const remove = async (payload: object) => await app.inject({ method: 'DELETE', url: '/auth/me', payload, headers })
   t.same(outcome(await remove({ password: change.new_password })), { status: 403, code: 'MFA_REQUIRED' })
   t.same(outcome(await remove({ password: change.new_password, code: codeFor(secret, step) })), { status: 401, code: 'INVALID_CREDENTIALS' }, 'the step was used')
   t.equal((await remove({ password: change.new_password, code: codeFor(secret, step + 1) })).statusCode, 204)
 })
 
+t.test('sign-out everywhere voids the sign-ins waiting for their code; a plain sign-out does not', async (t) => {
+  const { user, session, recoveryCodes } = await enrolled()
+  const first = await challenge(user.email)
+  const other = (await post('/auth/mfa/verify', { mfa_token: await challenge(user.email), code: recoveryCodes[0] })).json()
+  t.equal((await app.inject({ method: 'POST', url: '/auth/sign-out', headers: bearer(other.refresh_token) })).statusCode, 204)
+  t.not(outcome(await post('/auth/mfa/verify', { mfa_token: first, code: '123456' })).code, 'TOKEN_INVALID', 'still pending after a plain sign-out')
+  const second = await challenge(user.email)
+  t.equal((await app.inject({ method: 'POST', url: '/auth/sign-out?scope=all', headers: bearer(session.refresh_token) })).statusCode, 204)
+  t.same(outcome(await post('/auth/mfa/verify', { mfa_token: second, code: '123456' })), { status: 401, code: 'TOKEN_INVALID' }, 'void after ?scope=all')
+  await app.pg.query('DELETE FROM sign_in_throttle')
+})
+
+t.test('MFA_ISSUER names the service in the otpauth URL', async (t) => {
+  const named = await build(t, await createDatabase(t), { MFA_ISSUER: 'Acme Login' })
+  const user = await signUp(named)
+  const session = await signIn(named, user.email)
+  const { secret, otpauth_url: url } = (await post('/auth/mfa/totp', { password: PASSWORD }, bearer(session.access_token), named)).json()
+  t.equal(url, `otpauth://totp/Acme%20Login:${user.email}?secret=${secret}&issuer=Acme%20Login`)
+})
+
 t.test('a password reset does not turn TOTP off: the new password still needs a code', async (t) => {
   const { user, secret } = await enrolled()
+  const pending = await challenge(user.email)
   t.equal((await post('/auth/password/forgot', { email: user.email })).statusCode, 202)
   const mail = await mailbox.waitFor(to(user.email, 'reset-password'))
   const newPassword = 'a reset horse battery staple'
   t.equal((await post('/auth/password/reset', { token: linkParts(mail.link).token, new_password: newPassword })).statusCode, 204)
+  t.same(outcome(await post('/auth/mfa/verify', { mfa_token: pending, code: '123456' })), { status: 401, code: 'TOKEN_INVALID' },
+    'a sign-in waiting for its code with the old password is void')
   const res = await app.inject({ method: 'POST', url: '/auth/sign-in', payload: { email: user.email, password: newPassword } })
   t.same(outcome(res), { status: 403, code: 'MFA_REQUIRED' })
   await forgetSteps(user.id)

@@ -13,6 +13,7 @@ import * as q from './queries.js'
 
 const WRONG_CODE = 'INVALID_CREDENTIALS: the code is wrong or was used already; or TOKEN_MISSING, TOKEN_INVALID, TOKEN_EXPIRED'
 const NOT_ON = () => new AppError(404, 'NOT_FOUND', 'This account has no second factor')
+const ALREADY_ON = () => new AppError(409, 'MFA_ALREADY_ENABLED', 'TOTP is on already')
 
 /** Fresh recovery codes and the hashes the database keeps of them. */
 function recoveryCodes (): { codes: string[], hashes: Buffer[] } {
@@ -56,12 +57,12 @@ export default async function mfaRoutes (fastify: FastifyInstance): Promise<void
   }, async (request, reply) => {
     const { sub, sid } = await tokens.authenticate(request, 'access')
     const state = await factorState(sub)
-    if (state.confirmed) throw new AppError(409, 'MFA_ALREADY_ENABLED', 'TOTP is on already')
+    if (state.confirmed) throw ALREADY_ON()
     await requirePassword(passwords, request, { stored: state.password_hash, password: request.body.password, userId: sub, sessionId: sid })
     const secret = newSecret()
     const sealed = secondFactor.sealer.seal(secret, sub)
     if (!await q.saveSecret(db, { userId: sub, secret: sealed.data, keyId: sealed.keyId })) {
-      throw new AppError(409, 'MFA_ALREADY_ENABLED', 'TOTP is on already')
+      throw ALREADY_ON()
     }
     const url = otpauthUrl(issuer, state.email, secret)
     request.event = { outcome: 'success', userId: sub, sessionId: sid }
@@ -89,7 +90,7 @@ export default async function mfaRoutes (fastify: FastifyInstance): Promise<void
   }, async (request, reply) => {
     const { sub, sid } = await tokens.authenticate(request, 'access')
     const state = await factorState(sub)
-    if (state.confirmed) throw new AppError(409, 'MFA_ALREADY_ENABLED', 'TOTP is on already')
+    if (state.confirmed) throw ALREADY_ON()
     if (state.secret === null) throw new AppError(404, 'NOT_FOUND', 'No enrolment was started: POST /auth/mfa/totp first')
     secondFactor.throttled(request, await retryAfter(db, state.email, request.ip))
     // Only a TOTP code proves the authenticator has the secret (there are no recovery codes yet).
