@@ -8,6 +8,7 @@ import database, { openDatabase, startPruning } from './db/index.js'
 import { AppError, clientErrorHandler, errorBody, registerErrorHandler, unavailable, validationFailed } from './errors.js'
 import { createPasswords } from './passwords.js'
 import tokens from './tokens.js'
+import endedSessions from './ended-sessions.js'
 import healthRoutes from './health.js'
 import jwksRoutes from './jwks.js'
 import observe, { createMetrics } from './observe.js'
@@ -152,6 +153,7 @@ export async function buildApp (env: Env, opts: BuildOptions = {}): Promise<Fast
 
 async function register (app: FastifyInstance, config: Config): Promise<void> {
   await app.register(database, await openDatabase(app))
+  await app.register(endedSessions)
   await app.register(tokens)
   registerErrorHandler(app)
   app.addSchema(ErrorBody)

@@ -9,7 +9,7 @@ try {
     throw new ConfigError('DATABASE_URL: required by npm run prune (the embedded database is pruned by the running service)')
   }
   const pool = new pg.Pool({ connectionString: config.DATABASE_URL, max: 1 })
-  const result = await prune(pool, config.AUDIT_RETENTION_DAYS)
+  const result = await prune(pool, config)
   await pool.end()
   console.log(JSON.stringify(result === null ? { skipped: 'another replica is pruning' } : { pruned: result }))
 } catch (err) {

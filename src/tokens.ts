@@ -207,11 +207,15 @@ async function tokens (app: FastifyInstance): Promise<void> {
       algorithms: [...new Set([...(secret !== undefined ? ['HS256' as const] : []), ...[...byKid.values()].map((k) => k.alg)])],
       ...claimChecks,
       extractToken: requestToken
-    }
-    // No `trusted` hook: the plugin runs it on its per-request path only, and a token verified by
-    // app.jwt.verify or answered from the cache below would pass it by. A check every token must
-    // pass (ended sessions, a later issue) goes in authenticate.
+    },
+    // An access token of an ended session is refused (src/ended-sessions.ts). The plugin runs this
+    // hook on its per-request path only: authenticate makes the same check for tokens verified by
+    // app.jwt.verify or answered from its cache.
+    trusted: (_request, claims) => live(claims as Claims),
+    messages: { authorizationTokenUntrusted: 'Session has ended' }
   })
+  const { endedSessions } = app
+  const live = (claims: Claims): boolean => claims.type !== 'access' || !endedSessions.has(claims.sid)
 
   if (privateKey !== undefined) {
     const { alg, kid } = jwks[0]
@@ -240,7 +244,10 @@ async function tokens (app: FastifyInstance): Promise<void> {
     if (type === 'access') {
       const known = verifiedAccess.get(token)
       // An expired one goes on to the verifier, which says so.
-      if (known !== undefined && known.exp * 1000 > Date.now()) return known
+      if (known !== undefined && known.exp * 1000 > Date.now()) {
+        if (!live(known)) throw tokenError('TOKEN_REVOKED', 'Session has ended')
+        return known
+      }
     }
     let claims: Claims
     try {
@@ -249,6 +256,7 @@ async function tokens (app: FastifyInstance): Promise<void> {
       if (err instanceof AppError) throw err
       const code = (err as { code?: unknown }).code
       if (code === 'FST_JWT_AUTHORIZATION_TOKEN_EXPIRED' || code === 'FAST_JWT_EXPIRED') throw tokenError('TOKEN_EXPIRED', 'Token has expired')
+      if (code === 'FST_JWT_AUTHORIZATION_TOKEN_UNTRUSTED') throw tokenError('TOKEN_REVOKED', 'Session has ended')
       // The token's fault: 401. fast-jwt throws a RangeError when it formats a claim out of a Date's
       // range (exp -1e308) for its message. Anything else (a broken key, a bug) is a logged 500.
       if ((typeof code === 'string' && /^(FAST_JWT|FST_JWT)_/.test(code)) || err instanceof RangeError) throw tokenError('TOKEN_INVALID', 'Token is invalid')
@@ -259,6 +267,7 @@ async function tokens (app: FastifyInstance): Promise<void> {
       !UUID.test(claims.sid) || typeof claims.jti !== 'string') {
       throw tokenError('TOKEN_INVALID', 'Token is invalid')
     }
+    if (!live(claims)) throw tokenError('TOKEN_REVOKED', 'Session has ended')
     if (type === 'access') verifiedAccess.set(token, claims)
     return claims
   }
@@ -279,4 +288,4 @@ function requestToken (request: FastifyRequest): string {
   return token
 }
 
-export default fp(tokens, { name: 'tokens', dependencies: ['@fastify/env'] })
+export default fp(tokens, { name: 'tokens', dependencies: ['@fastify/env', 'ended-sessions'] })

@@ -1,8 +1,10 @@
 import t from 'tap'
+import { randomUUID } from 'node:crypto'
 import { prune } from '../src/db/prune.js'
 import { bearer, build, createDatabase, EMBEDDED, PASSWORD, refresh, signUp, uniqueEmail } from './helper.js'
 
 const databaseUrl = await createDatabase(t)
+const SETTINGS = { AUDIT_RETENTION_DAYS: 90, JWT_ACCESS_TTL: 900 }
 const app = await build(t, databaseUrl)
 
 const eventsOf = async (userId: string) =>
@@ -68,9 +70,13 @@ t.test('pruning removes exactly what is due and keeps the rest', async (t) => {
                   VALUES ('\\x01', $1, 'reset-password', $2, '\\x00', now() - interval '1 second'), ('\\x02', $1, 'reset-password', $2, '\\x00', now() + interval '1 hour')`, [user.id, user.email])
   await db.query(`INSERT INTO mfa_challenges (token_hash, user_id, expires_at)
                   VALUES ('\\x03', $1, now() - interval '25 hours'), ('\\x04', $1, now() - interval '23 hours')`, [user.id])
+  // Notes of ended sessions: kept an hour past the access-token lifetime (900 s here).
+  const [gone, kept] = [randomUUID(), randomUUID()]
+  await db.query(`INSERT INTO ended_sessions (session_id, user_id, ended_at)
+                  VALUES ($1, $3, now() - interval '76 minutes'), ($2, $3, now() - interval '74 minutes')`, [gone, kept, user.id])
   await settle()
 
-  const result = await prune(db, 90)
+  const result = await prune(db, SETTINGS)
   t.ok(result !== null)
   t.ok((result?.sessions ?? 0) >= 2 && (result?.auditEvents ?? 0) >= 1)
   const left = (await db.query('SELECT id FROM sessions WHERE user_id = $1', [user.id])).rows.map((r) => r.id).sort()
@@ -83,6 +89,8 @@ t.test('pruning removes exactly what is due and keeps the rest', async (t) => {
   t.same((await db.query("SELECT encode(token_hash, 'hex') AS h FROM email_tokens WHERE user_id = $1 AND length(token_hash) = 1", [user.id])).rows.map((r) => r.h), ['02'], 'expired mailed tokens go')
   t.same((await db.query("SELECT encode(token_hash, 'hex') AS h FROM mfa_challenges WHERE user_id = $1", [user.id])).rows.map((r) => r.h), ['04'],
     'sign-in challenges go a day after they expire (till then a late one is told TOKEN_EXPIRED)')
+  t.same((await db.query('SELECT session_id FROM ended_sessions WHERE session_id IN ($1, $2)', [gone, kept])).rows.map((r) => r.session_id), [kept],
+    'ended sessions are forgotten an hour after their access tokens have expired')
   t.equal((await refresh(app, (await app.inject({ method: 'POST', url: '/auth/sign-in', payload: { email: user.email, password: PASSWORD } })).json().refresh_token)).statusCode, 200, 'the service goes on')
 })
 
@@ -92,9 +100,9 @@ t.test('one pruner at a time: while one holds the lock, another skips', { skip: 
     await holder.query('BEGIN')
     await holder.query('SELECT pg_advisory_xact_lock(7316540021)')
     const other = await build(t, databaseUrl)
-    t.equal(await prune(other.pg.pool, 90), null)
+    t.equal(await prune(other.pg.pool, SETTINGS), null)
     await holder.query('COMMIT')
-    t.ok(await prune(other.pg.pool, 90))
+    t.ok(await prune(other.pg.pool, SETTINGS))
   } finally {
     holder.release()
   }

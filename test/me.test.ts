@@ -129,9 +129,10 @@ t.test('JWT_AUDIENCE=svc-a: a token without aud → 401 TOKEN_INVALID', async (t
   t.match(outcome(await me(`Bearer ${resigned(token, {}, ['aud'])}`, audApp)), unauthorized('TOKEN_INVALID'))
 })
 
-t.test('the access token stays valid after sign-out (until it expires)', async (t) => {
+t.test('after sign-out the access token is refused too: 401 TOKEN_REVOKED (test/ended-sessions.test.ts has every way)', async (t) => {
   const session = await newSession(app)
+  t.equal((await me(`Bearer ${session.access_token}`)).statusCode, 200)
   const out = await app.inject({ method: 'POST', url: '/auth/sign-out', headers: bearer(session.refresh_token) })
   t.equal(out.statusCode, 204)
-  t.equal((await me(`Bearer ${session.access_token}`)).statusCode, 200)
+  t.match(outcome(await me(`Bearer ${session.access_token}`)), unauthorized('TOKEN_REVOKED'))
 })

@@ -46,30 +46,32 @@ export async function findUserById (db: Db, id: string): Promise<MeRow | undefin
 /**
  * Deletes the user if the password hash is still the one that was verified: sessions and mailed
  * tokens go with it (ON DELETE CASCADE), and so does mail still queued for it. Audit rows keep the
- * user id, and never held the email. False when nothing was deleted.
+ * user id, and never held the email. The ids of the sessions that ended, or undefined when nothing
+ * was deleted.
  */
-export async function deleteUser (db: Db, id: string, passwordHash: string): Promise<boolean> {
-  const { rows } = await db.query({
+export async function deleteUser (db: Db, id: string, passwordHash: string): Promise<string[] | undefined> {
+  const { rows } = await db.query<{ ended: string[] }>({
     name: 'delete-user',
     text: `WITH deleted AS (
              DELETE FROM users WHERE id = $1 AND password_hash = $2 RETURNING id
            ), unsent AS (
              DELETE FROM outbox WHERE user_id IN (SELECT id FROM deleted)
            )
-           SELECT id FROM deleted`,
+           -- The sessions as they were before the statement (its snapshot): the live ones, deleted with the user.
+           SELECT ARRAY(SELECT id FROM sessions WHERE user_id = deleted.id AND revoked_at IS NULL) AS ended FROM deleted`,
     values: [id, passwordHash]
   })
-  return rows.length > 0
+  return rows[0]?.ended
 }
 
 /**
  * Sets the new hash, ends every other live session of the user and voids mailed links, in one atomic statement;
  * the session `keepSid` (the one making the change) goes on. The hash is replaced only if it
  * is still the one that was verified: of two concurrent changes, the second finds it changed
- * and nothing happens (false).
+ * and nothing happens (undefined). The ids of the sessions that ended.
  */
-export async function changePassword (db: Db, c: { userId: string, oldHash: string, newHash: string, keepSid: string }): Promise<boolean> {
-  const { rows } = await db.query<{ changed: boolean }>({
+export async function changePassword (db: Db, c: { userId: string, oldHash: string, newHash: string, keepSid: string }): Promise<string[] | undefined> {
+  const { rows } = await db.query<{ ended: string[] }>({
     name: 'change-password',
     text: `WITH changed AS (
              UPDATE users SET password_hash = $3, updated_at = now()
@@ -78,6 +80,7 @@ export async function changePassword (db: Db, c: { userId: string, oldHash: stri
            ), ended AS (
              UPDATE sessions SET revoked_at = now(), revoked_reason = 'password-change'
              WHERE user_id IN (SELECT id FROM changed) AND id <> $4 AND revoked_at IS NULL
+             RETURNING id
            ), voided AS (
              -- Links mailed before the change are void already (their stamp names the old hash):
              -- deleted, with reset and email-change links still queued.
@@ -89,8 +92,8 @@ export async function changePassword (db: Db, c: { userId: string, oldHash: stri
              DELETE FROM outbox WHERE user_id IN (SELECT id FROM changed) AND kind = 'mail'
                AND payload->>'template' IN ('reset-password', 'change-email')
            )
-           SELECT EXISTS (SELECT 1 FROM changed) AS changed`,
+           SELECT ARRAY(SELECT id FROM ended) AS ended FROM changed`,
     values: [c.userId, c.oldHash, c.newHash, c.keepSid]
   })
-  return rows[0].changed
+  return rows[0]?.ended
 }

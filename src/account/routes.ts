@@ -130,11 +130,13 @@ export default async function accountRoutes (fastify: FastifyInstance): Promise<
     await requirePassword(passwords, request, { stored, password: currentPassword, userId: sub, sessionId: sid, message: 'The current password is wrong' })
     await secondFactor.require(request, { userId: sub, sessionId: sid, state: account, code: request.body.code })
     const newHash = await passwords.hash(newPassword)
-    if (!await q.changePassword(db, { userId: sub, oldHash: stored, newHash, keepSid: sid })) {
+    const ended = await q.changePassword(db, { userId: sub, oldHash: stored, newHash, keepSid: sid })
+    if (ended === undefined) {
       // The stored hash changed since it was verified (a concurrent change): the check above is stale.
       request.event = { outcome: 'invalid_credentials', userId: sub, sessionId: sid }
       throw new AppError(401, 'INVALID_CREDENTIALS', 'The password has just been changed; try again')
     }
+    app.endedSessions.add(ended)
     request.event = { outcome: 'success', userId: sub, sessionId: sid }
     request.log.info({ userId: sub, sessionId: sid }, 'password changed; other sessions ended')
     return await reply.code(204).send(null)
@@ -166,11 +168,13 @@ export default async function accountRoutes (fastify: FastifyInstance): Promise<
     const stored = account.password_hash
     await requirePassword(passwords, request, { stored, password: request.body.password, userId: sub, sessionId: sid })
     await secondFactor.require(request, { userId: sub, sessionId: sid, state: account, code: request.body.code })
-    if (!await q.deleteUser(db, sub, stored)) {
+    const ended = await q.deleteUser(db, sub, stored)
+    if (ended === undefined) {
       // The password changed since it was verified: the check above is stale.
       request.event = { outcome: 'invalid_credentials', userId: sub, sessionId: sid }
       throw new AppError(401, 'INVALID_CREDENTIALS', 'The password has just been changed; try again')
     }
+    app.endedSessions.add(ended)
     profiles.delete(sub)
     request.event = { outcome: 'success', userId: sub, sessionId: sid }
     request.log.info({ userId: sub }, 'account deleted')

@@ -90,10 +90,10 @@ export default fp(database, { name: 'database' })
  * Every replica runs it; the advisory lock in prune() lets one of them work at a time.
  */
 export function startPruning (app: FastifyInstance): void {
-  const { PRUNE_INTERVAL_SECONDS: interval, AUDIT_RETENTION_DAYS: days } = app.config
+  const { PRUNE_INTERVAL_SECONDS: interval } = app.config
   if (interval === 0) return
   const run = (): void => {
-    prune(app.pg.pool, days)
+    prune(app.pg.pool, app.config)
       .then((result) => { if (result !== null) app.log.info({ pruned: result }, 'housekeeping') })
       .catch((err: Error) => app.log.warn({ err: { message: err.message } }, 'housekeeping failed'))
   }

@@ -51,11 +51,12 @@ export async function saveSecret (db: Db, s: { userId: string, secret: Buffer, k
  * session of the user. Two statements in one transaction (`client` must be in one): the first
  * updates the user row, so it waits for any sign-in inserting a session under that row's share
  * lock; the second, with a later snapshot, then sees that session and ends it. A sign-in that
- * comes later finds TOTP on (sessions/queries.ts, insertSession). False when nothing changed.
+ * comes later finds TOTP on (sessions/queries.ts, insertSession). The ids of the sessions that
+ * ended, or undefined when nothing changed.
  */
 export async function enableTotp (client: PoolClient, e: {
   userId: string, secret: Buffer, step: number, codesId: string, codeHashes: Buffer[], keepSid: string
-}): Promise<boolean> {
+}): Promise<string[] | undefined> {
   const { rows } = await client.query<{ enabled: boolean }>({
     name: 'enable-totp',
     text: `WITH enabled AS (
@@ -70,14 +71,14 @@ export async function enableTotp (client: PoolClient, e: {
            SELECT EXISTS (SELECT 1 FROM enabled) AS enabled`,
     values: [e.userId, e.secret, e.step, e.codesId, e.codeHashes]
   })
-  if (!rows[0].enabled) return false
-  await client.query({
+  if (!rows[0].enabled) return undefined
+  const ended = await client.query<{ id: string }>({
     name: 'end-sessions-mfa-enable',
     text: `UPDATE sessions SET revoked_at = now(), revoked_reason = 'mfa-enable'
-           WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL`,
+           WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL RETURNING id`,
     values: [e.userId, e.keepSid]
   })
-  return true
+  return ended.rows.map((r) => r.id)
 }
 
 // Uses up a factor of the user: a TOTP step newer than the last one accepted (compare-and-set: of

@@ -97,10 +97,12 @@ export default async function mfaRoutes (fastify: FastifyInstance): Promise<void
     const factor = secondFactor.read(sub, { secret: state.secret, key_id: state.key_id }, request.body.code)
     const { codes, hashes } = recoveryCodes()
     const secret = state.secret
-    if (factor === null || !('step' in factor) || !await app.pg.transact(async (client) =>
-      await q.enableTotp(client, { userId: sub, secret, step: factor.step, codesId: randomUUID(), codeHashes: hashes, keepSid: sid }))) {
-      await secondFactor.wrongCode(request, state.email, { userId: sub, sessionId: sid })
-    }
+    const ended = factor === null || !('step' in factor)
+      ? undefined
+      : await app.pg.transact(async (client) =>
+        await q.enableTotp(client, { userId: sub, secret, step: factor.step, codesId: randomUUID(), codeHashes: hashes, keepSid: sid }))
+    if (ended === undefined) return await secondFactor.wrongCode(request, state.email, { userId: sub, sessionId: sid })
+    app.endedSessions.add(ended)
     profiles.delete(sub)
     request.event = { outcome: 'success', userId: sub, sessionId: sid }
     request.log.info({ userId: sub, sessionId: sid }, 'TOTP turned on; other sessions ended')

@@ -167,11 +167,11 @@ export async function changeEmail (db: Db, hash: Buffer): Promise<{ old_email: s
 /**
  * Uses a reset-password token: the new password hash is set, every session ends, the address
  * counts as verified (the link reached it), and a notice is queued. Every other link still out
- * is void (their stamp no longer matches): deleted here, with its queued mail. The user id, or
- * undefined if the token was not live.
+ * is void (their stamp no longer matches): deleted here, with its queued mail. The ids of the
+ * sessions that ended, or undefined if the token was not live.
  */
-export async function resetPassword (db: Db, hash: Buffer, passwordHash: string): Promise<string | undefined> {
-  const { rows } = await db.query<{ id: string }>({
+export async function resetPassword (db: Db, hash: Buffer, passwordHash: string): Promise<string[] | undefined> {
+  const { rows } = await db.query<{ ended: string[] }>({
     name: 'reset-password',
     text: `WITH used AS (
              ${USE('reset-password')}
@@ -182,6 +182,7 @@ export async function resetPassword (db: Db, hash: Buffer, passwordHash: string)
            ), ended AS (
              UPDATE sessions SET revoked_at = now(), revoked_reason = 'password-reset'
              WHERE user_id IN (SELECT id FROM changed) AND revoked_at IS NULL
+             RETURNING id
            ), voided AS (
              DELETE FROM email_tokens WHERE user_id IN (SELECT id FROM changed) AND token_hash <> $1
            ), challenges AS (
@@ -194,8 +195,8 @@ export async function resetPassword (db: Db, hash: Buffer, passwordHash: string)
              INSERT INTO outbox (kind, user_id, payload)
              SELECT 'mail', id, jsonb_build_object('template', 'password-reset-notice', 'to', email) FROM changed
            )
-           SELECT id FROM changed`,
+           SELECT ARRAY(SELECT id FROM ended) AS ended FROM changed`,
     values: [hash, passwordHash]
   })
-  return rows[0]?.id
+  return rows[0]?.ended
 }

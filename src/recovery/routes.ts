@@ -158,7 +158,9 @@ export default async function recoveryRoutes (fastify: FastifyInstance): Promise
     // Checked before hashing: a dead link costs no argon2 work.
     const { hash, userId } = await liveToken(request.body.token, ['reset-password'])
     const passwordHash = await passwords.hash(request.body.new_password)
-    if (await q.resetPassword(db, hash, passwordHash) === undefined) throw invalidLink()
+    const ended = await q.resetPassword(db, hash, passwordHash)
+    if (ended === undefined) throw invalidLink()
+    app.endedSessions.add(ended)
     outbox.kick()
     profiles.delete(userId)
     request.event = { outcome: 'success', userId }

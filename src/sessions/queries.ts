@@ -101,23 +101,23 @@ export async function findSessionState (db: Db, sid: string, sub: string, graceS
 /**
  * Ends the session `sid` (or, with `all`, every live session of the user and the sign-ins still
  * waiting for their second factor), provided `sid` is still live: a token of an ended session
- * cannot end the others. Returns how many sessions ended.
+ * cannot end the others. Returns the ids of the sessions that ended.
  */
-export async function endSessions (db: Db, e: { sid: string, sub: string, all: boolean, reason: string }): Promise<number> {
-  const { rows } = await db.query<{ n: number }>({
+export async function endSessions (db: Db, e: { sid: string, sub: string, all: boolean, reason: string }): Promise<string[]> {
+  const { rows } = await db.query<{ id: string }>({
     name: 'end-sessions',
     text: `WITH ended AS (
              UPDATE sessions SET revoked_at = now(), revoked_reason = $4
              WHERE user_id = $2 AND revoked_at IS NULL AND ($3 OR id = $1)
                AND EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL)
-             RETURNING user_id
+             RETURNING id, user_id
            ), challenges AS (
              DELETE FROM mfa_challenges WHERE $3 AND user_id IN (SELECT user_id FROM ended)
            )
-           SELECT count(*)::int AS n FROM ended`,
+           SELECT id FROM ended`,
     values: [e.sid, e.sub, e.all, e.reason]
   })
-  return rows[0].n
+  return rows.map((r) => r.id)
 }
 
 export interface SessionRow {

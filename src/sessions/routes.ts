@@ -201,7 +201,7 @@ export default async function sessionRoutes (fastify: FastifyInstance): Promise<
       } else {
         // A retired refresh token came back: someone holds a copy. End the whole session,
         // so the newest token stops working too.
-        await q.endSessions(db, { sid, sub, all: false, reason: 'refresh-reuse' })
+        app.endedSessions.add(await q.endSessions(db, { sid, sub, all: false, reason: 'refresh-reuse' }))
         request.event = { outcome: 'reuse_detected', userId: sub, sessionId: sid }
         request.log.warn({ userId: sub, sessionId: sid }, 'refresh token reuse detected; session ended')
         throw tokenError('TOKEN_REVOKED', 'Refresh token was already used; the session has been ended')
@@ -222,7 +222,7 @@ export default async function sessionRoutes (fastify: FastifyInstance): Promise<
       operationId: 'signOut',
       summary: 'End this session (or every session with ?scope=all)',
       description: 'Send the refresh token as `Authorization: Bearer <refresh_token>` or as `{"refresh_token": ...}`. ' +
-        'Refresh tokens of the ended sessions stop working at once; access tokens stay valid until they expire.',
+        'Refresh tokens of the ended sessions stop working at once, and their access tokens within a second, on every replica.',
       security: bearerAuth,
       querystring: SignOutQuery,
       body: RefreshBody,
@@ -233,7 +233,8 @@ export default async function sessionRoutes (fastify: FastifyInstance): Promise<
   }, async (request, reply) => {
     const { sub, sid } = await tokens.authenticate(request, 'refresh')
     const ended = await q.endSessions(db, { sid, sub, all: request.query.scope === 'all', reason: 'sign-out' })
-    if (ended === 0) throw tokenError('TOKEN_REVOKED', 'Session has already ended')
+    if (ended.length === 0) throw tokenError('TOKEN_REVOKED', 'Session has already ended')
+    app.endedSessions.add(ended)
     request.event = { outcome: 'success', userId: sub, sessionId: sid }
     return await reply.code(204).send(null)
   })
@@ -268,7 +269,7 @@ export default async function sessionRoutes (fastify: FastifyInstance): Promise<
       operationId: 'revokeSession',
       summary: 'End one of the signed-in user\'s sessions',
       description: 'Send the access token as `Authorization: Bearer <access_token>`. The refresh token of the ended ' +
-        'session stops working at once; its access tokens stay valid until they expire. Ending the current session is allowed.',
+        'session stops working at once, and its access tokens within a second, on every replica. Ending the current session is allowed.',
       security: bearerAuth,
       params: SessionParams,
       response: {
@@ -283,6 +284,7 @@ export default async function sessionRoutes (fastify: FastifyInstance): Promise<
     // Another user's session answers exactly like an unknown one: session ids cannot be probed.
     const ended = await q.revokeSession(db, { id, userId: sub, reason: 'session-revoke' })
     if (!ended) throw new AppError(404, 'NOT_FOUND', 'No live session with this id')
+    app.endedSessions.add([id])
     request.event = { outcome: 'success', userId: sub, sessionId: id }
     return await reply.code(204).send(null)
   })

@@ -1,0 +1,162 @@
+import fp from 'fastify-plugin'
+import pg from 'pg'
+import { Redis } from 'ioredis'
+import type { FastifyInstance } from 'fastify'
+
+// Ended sessions, as every replica knows them, so that their access tokens are refused without a
+// database query per request. The database notes each ended session (migrations/…_operators.sql:
+// a trigger writes ended_sessions and NOTIFYs its id at commit); each replica keeps the ids in
+// memory until the last access token of the session has expired. How ids reach a replica:
+// - PostgreSQL: LISTEN on a connection of its own (a session-mode connection: a transaction-mode
+//   pooler cannot carry it), reconnected when it drops.
+// - Redis (REDIS_URL): the replica that ends sessions publishes their ids; the others subscribe.
+// Either way the replica reads ended_sessions at start, after a reconnect (NOTIFY and Redis
+// pub/sub do not replay) and every CATCH_UP_MS (an id published by nobody: SQL run by hand, a
+// replica that died between its commit and its publish).
+
+/** The NOTIFY channel of the trigger, and the Redis channel. */
+export const CHANNEL = 'auth_session_ended'
+const RECONNECT_MS = 1000
+const CATCH_UP_MS = 30_000
+// Read again on each catch-up, for ids of transactions that began before the last read and
+// committed after it (ended_at is the transaction's start).
+const OVERLAP_SECONDS = 60
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    endedSessions: EndedSessions
+  }
+}
+
+export interface EndedSessions {
+  /** The session has ended (as far as this replica knows): its access tokens are refused. */
+  has: (sid: string) => boolean
+  /**
+   * Sessions this replica has just ended (after the commit): refused here at once and, with
+   * Redis, announced to the others (with PostgreSQL the trigger's NOTIFY announces them).
+   */
+  add: (ids: string[]) => void
+}
+
+async function endedSessions (app: FastifyInstance): Promise<void> {
+  const { config, log } = app
+  const pool = app.pg.pool
+  const ttlMs = config.JWT_ACCESS_TTL * 1000
+  // Session id → when (ms) its last access token has expired, and the id can be forgotten.
+  const ended = new Map<string, number>()
+  const remember = (id: string, until = Date.now() + ttlMs): void => { ended.set(id, until) }
+
+  let since: Date | null = null // the database's time at the last catch-up
+  async function catchUp (): Promise<void> {
+    const { rows } = await pool.query<{ session_id: string, ms_left: number, now: Date }>({
+      name: 'ended-sessions-catch-up',
+      text: `SELECT session_id, extract(epoch FROM ended_at + make_interval(secs => $1) - now()) * 1000 AS ms_left, now()
+             FROM ended_sessions
+             WHERE ended_at > greatest(now() - make_interval(secs => $1), $2::timestamptz - make_interval(secs => $3))
+             UNION ALL SELECT NULL, NULL, now()`,
+      values: [config.JWT_ACCESS_TTL, since, OVERLAP_SECONDS]
+    })
+    const now = Date.now()
+    for (const r of rows) if (r.session_id !== null) remember(r.session_id, now + Number(r.ms_left))
+    since = rows[rows.length - 1].now
+  }
+  const catchUpLogged = (): void => {
+    catchUp().catch((err: Error) => log.warn({ err: { message: err.message } }, 'ended sessions: cannot read them; retrying'))
+  }
+
+  let stopped = false
+  const timers = new Set<NodeJS.Timeout>()
+  const later = (fn: () => void, ms: number): void => {
+    const timer = setTimeout(() => { timers.delete(timer); if (!stopped) fn() }, ms).unref()
+    timers.add(timer)
+  }
+  const closers: Array<() => Promise<void>> = []
+  let publish: (ids: string[]) => void = () => {}
+
+  if (config.REDIS_URL !== undefined) {
+    const options = { lazyConnect: true, connectTimeout: 1000, maxRetriesPerRequest: 1, enableOfflineQueue: false }
+    const sub = new Redis(config.REDIS_URL, options)
+    const pub = new Redis(config.REDIS_URL, options)
+    for (const r of [sub, pub]) r.on('error', (err) => log.warn({ err: { message: err.message } }, 'ended sessions: redis unavailable; retrying'))
+    sub.on('message', (_channel: string, message: string) => { for (const id of message.split(',')) remember(id) })
+    // 'ready' again after each reconnect (ioredis subscribes again by itself): read what was missed.
+    sub.on('ready', () => { if (!stopped) catchUpLogged() })
+    publish = (ids) => { pub.publish(CHANNEL, ids.join(',')).catch(() => {}) } // missed ids come with the next catch-up
+    app.addHook('onReady', async () => {
+      await Promise.all([sub.connect(), pub.connect()]).catch(() => {}) // the start does not depend on Redis
+      await sub.subscribe(CHANNEL).catch(() => {})
+    })
+    closers.push(async () => { sub.disconnect(); pub.disconnect() })
+  } else {
+    app.addHook('onReady', async () => {
+      const { rows } = await pool.query<{ version: string }>('SELECT version()')
+      if (rows[0].version.includes('PGlite')) {
+        // PGlite is one session shared by every connection: LISTEN once, and each notification
+        // comes back on the connection whose commit sent it, a connection of the pool.
+        const seen = new WeakSet<pg.PoolClient>()
+        pool.on('acquire', (client) => {
+          if (seen.has(client)) return
+          seen.add(client)
+          client.on('notification', (n) => { if (n.channel === CHANNEL && n.payload !== undefined) remember(n.payload) })
+        })
+        await pool.query(`LISTEN ${CHANNEL}`)
+      } else {
+        await listen()
+      }
+    })
+  }
+
+  /** A connection of its own that LISTENs; when it drops, another, and a catch-up. */
+  let listener: pg.Client | undefined
+  closers.push(async () => { await listener?.end().catch(() => {}) })
+  async function listen (): Promise<void> {
+    const client = new pg.Client({ ...(pool.options as pg.ClientConfig), keepAlive: true })
+    listener = client
+    let lost = false
+    const onLost = (err?: Error): void => {
+      if (lost || stopped) return
+      lost = true
+      client.end().catch(() => {})
+      log.warn({ err: { message: err?.message ?? 'connection ended' } }, 'ended sessions: LISTEN connection lost; reconnecting')
+      later(() => { listen().catch(() => {}) }, RECONNECT_MS)
+    }
+    client.on('error', onLost)
+    client.on('end', () => onLost())
+    client.on('notification', (n) => { if (n.payload !== undefined) remember(n.payload) })
+    try {
+      await client.connect()
+      await client.query(`LISTEN ${CHANNEL}`)
+      await catchUp()
+    } catch (err) {
+      onLost(err as Error)
+    }
+  }
+
+  app.addHook('onReady', async () => {
+    await catchUp().catch((err: Error) => log.warn({ err: { message: err.message } }, 'ended sessions: cannot read them at start; retrying'))
+    later(function tick () { catchUpLogged(); later(tick, CATCH_UP_MS) }, CATCH_UP_MS)
+    // Forget ids whose tokens have all expired.
+    later(function sweep () {
+      const now = Date.now()
+      for (const [id, until] of ended) if (until <= now) ended.delete(id)
+      later(sweep, 60_000)
+    }, 60_000)
+  })
+  app.addHook('preClose', async () => {
+    stopped = true
+    for (const timer of timers) clearTimeout(timer)
+    await Promise.all(closers.map(async (close) => await close()))
+  })
+
+  app.decorate('endedSessions', {
+    // An id kept past its time is harmless: the tokens it would refuse have expired.
+    has: (sid: string) => ended.has(sid),
+    add: (ids: string[]) => {
+      if (ids.length === 0) return
+      for (const id of ids) remember(id)
+      publish(ids)
+    }
+  } satisfies EndedSessions)
+}
+
+export default fp(endedSessions, { name: 'ended-sessions', dependencies: ['database'] })
