@@ -3,9 +3,8 @@
 -- makes its session, which also checks banned_until under the row's lock (a ban racing a sign-in
 -- either waits for its session, and ends it, or makes it find the ban).
 ALTER TABLE users ADD COLUMN banned_until timestamptz, ADD COLUMN last_sign_in_at timestamptz;
--- The admin list: newest first, keyset on (created_at, id); and its email prefix filter.
+-- The admin list: newest first, keyset on (created_at, id).
 CREATE INDEX users_created_at_id_idx ON users (created_at, id);
-CREATE INDEX users_email_prefix_idx ON users (email text_pattern_ops);
 
 -- Sessions that ended while their access tokens may still be alive: every replica keeps these ids
 -- in memory and refuses those tokens. Written by the triggers below, whatever ends the session
@@ -42,6 +41,5 @@ DROP TRIGGER sessions_deleted ON sessions;
 DROP TRIGGER sessions_revoked ON sessions;
 DROP FUNCTION note_ended_session();
 DROP TABLE ended_sessions;
-DROP INDEX users_email_prefix_idx;
 DROP INDEX users_created_at_id_idx;
 ALTER TABLE users DROP COLUMN last_sign_in_at, DROP COLUMN banned_until;

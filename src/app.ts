@@ -3,7 +3,7 @@ import type { ServerResponse } from 'node:http'
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import fastifyEnv from '@fastify/env'
-import { checkConfig, ConfigSchema, configError, earlySettings, settingsOf, trustProxy, type Config, type Env } from './config.js'
+import { checkConfig, commaList, ConfigSchema, configError, earlySettings, settingsOf, trustProxy, type Config, type Env } from './config.js'
 import database, { openDatabase, startPruning } from './db/index.js'
 import { AppError, clientErrorHandler, errorBody, registerErrorHandler, unavailable, validationFailed } from './errors.js'
 import { createPasswords } from './passwords.js'
@@ -19,6 +19,7 @@ import accountRoutes, { createProfileCache } from './account/routes.js'
 import sessionRoutes from './sessions/routes.js'
 import recoveryRoutes from './recovery/routes.js'
 import mfaRoutes from './mfa/routes.js'
+import adminRoutes from './admin/routes.js'
 import { createSecondFactor, resealSecrets } from './mfa/factor.js'
 import { deliverMail } from './recovery/mail.js'
 import { createMailer, mailEnabled } from './mail.js'
@@ -199,4 +200,6 @@ async function register (app: FastifyInstance, config: Config): Promise<void> {
   await app.register(sessionRoutes)
   await app.register(mfaRoutes)
   if (mail !== null) await app.register(recoveryRoutes)
+  // Without keys the admin paths do not exist (404, and absent from the docs).
+  if (commaList(config.ADMIN_API_KEYS).length > 0) await app.register(adminRoutes)
 }

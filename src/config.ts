@@ -3,7 +3,9 @@ import { readFileSync } from 'node:fs'
 import { parseEnv } from 'node:util'
 import { envSchema } from 'env-schema'
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
-import { oldKeyTexts } from './encryption.js'
+
+/** A setting that lists values (keys, URLs) separated by commas; blanks around each are not part of it. */
+export const commaList = (value: string | undefined): string[] => (value ?? '').split(',').map((k) => k.trim()).filter((k) => k !== '')
 
 // Every setting, once: validation, defaults and the TypeScript type come from this schema.
 // The app registers it with @fastify/env (app.config); the few settings needed before the
@@ -62,6 +64,8 @@ export const ConfigSchema = Type.Object({
   DATA_ENCRYPTION_KEY: Type.Optional(Type.String({ description: 'at least 32 bytes: seals TOTP secrets (AES-256-GCM); unset: they are stored as they are' })),
   DATA_ENCRYPTION_KEYS_OLD: Type.Optional(Type.String({ description: 'retired DATA_ENCRYPTION_KEY values, comma-separated: still opened, re-sealed under the new key at start' })),
   MFA_ISSUER: Type.Optional(Type.String({ minLength: 1, maxLength: 100, description: 'the issuer shown in authenticator apps; default JWT_ISSUER' })),
+
+  ADMIN_API_KEYS: Type.Optional(Type.String({ description: 'keys of the admin API and introspection, comma-separated, each at least 32 bytes; unset: /admin/ and /auth/introspect do not exist' })),
 
   PASSWORD_MIN_LENGTH: Type.Integer({ minimum: 1, maximum: 1024, default: 8 }),
   ARGON2_MEMORY_KIB: Type.Integer({ minimum: 1024, maximum: 1_048_576, default: 19_456 }),
@@ -138,8 +142,11 @@ export function checkConfig (config: Config): void {
   if (config.DATA_ENCRYPTION_KEY !== undefined && Buffer.byteLength(config.DATA_ENCRYPTION_KEY) < MIN_SECRET_BYTES) {
     throw new ConfigError(`DATA_ENCRYPTION_KEY: must be at least ${MIN_SECRET_BYTES} bytes; generate one with: openssl rand -base64 48`)
   }
-  if (oldKeyTexts(config.DATA_ENCRYPTION_KEYS_OLD).some((k) => Buffer.byteLength(k) < MIN_SECRET_BYTES)) {
+  if (commaList(config.DATA_ENCRYPTION_KEYS_OLD).some((k) => Buffer.byteLength(k) < MIN_SECRET_BYTES)) {
     throw new ConfigError(`DATA_ENCRYPTION_KEYS_OLD: each key (comma-separated) must be at least ${MIN_SECRET_BYTES} bytes`)
+  }
+  if (commaList(config.ADMIN_API_KEYS).some((k) => Buffer.byteLength(k) < MIN_SECRET_BYTES)) {
+    throw new ConfigError(`ADMIN_API_KEYS: each key (comma-separated) must be at least ${MIN_SECRET_BYTES} bytes; generate one with: openssl rand -base64 48`)
   }
   if (config.JWT_ACCESS_TTL > config.JWT_REFRESH_TTL) {
     throw new ConfigError('JWT_ACCESS_TTL: must not be longer than JWT_REFRESH_TTL')

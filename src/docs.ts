@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import type { FastifyInstance } from 'fastify'
 import { mailEnabled } from './mail.js'
+import { commaList } from './config.js'
 import fastifySwagger from '@fastify/swagger'
 import fastifySwaggerUi from '@fastify/swagger-ui'
 
@@ -17,6 +18,7 @@ const OPTIONAL_BODY: Array<[path: string, method: string]> = [['/auth/refresh', 
  * Must be registered before the routes: @fastify/swagger collects them as they are added.
  */
 export async function registerDocs (app: FastifyInstance): Promise<void> {
+  const admin = commaList(app.config.ADMIN_API_KEYS).length > 0
   await app.register(fastifySwagger, {
     transformObject: (document) => {
       if (!('openapiObject' in document)) return document.swaggerObject // never: the document is OpenAPI 3
@@ -46,6 +48,7 @@ export async function registerDocs (app: FastifyInstance): Promise<void> {
         // Without mail (production without SMTP_URL) its operations do not exist.
         ...(mailEnabled(app.config) ? [{ name: 'email', description: 'Verification, password reset and email change: mailed links' }] : []),
         { name: 'mfa', description: 'A second factor: TOTP with recovery codes' },
+        ...(admin ? [{ name: 'admin', description: 'For operators and other services, with an ADMIN_API_KEYS key: users, bans, the audit trail, token introspection' }] : []),
         { name: 'service', description: 'Health and operations' }
       ],
       components: {
@@ -55,7 +58,8 @@ export async function registerDocs (app: FastifyInstance): Promise<void> {
             scheme: 'bearer',
             bearerFormat: 'JWT',
             description: 'The access token from sign-in, or the refresh token where the operation says so'
-          }
+          },
+          ...(admin ? { adminKey: { type: 'http' as const, scheme: 'bearer', description: 'One of the ADMIN_API_KEYS' } } : {})
         }
       }
     }

@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto'
-import type { Config } from './config.js'
+import { commaList, type Config } from './config.js'
 
 // Secrets the service must read back (TOTP secrets) are sealed with AES-256-GCM under
 // DATA_ENCRYPTION_KEY. Each sealed value names its key by id, so that a new key can come in while
@@ -15,10 +15,6 @@ function deriveKey (text: string): Key {
   const key = Buffer.from(hkdfSync('sha256', Buffer.from(text, 'utf8'), Buffer.alloc(0), 'auth-service data encryption', 32))
   return { id: createHash('sha256').update('key id').update(key).digest('base64url').slice(0, 12), key }
 }
-
-/** The retired keys of DATA_ENCRYPTION_KEYS_OLD: separated by commas. */
-export const oldKeyTexts = (value: string | undefined): string[] =>
-  (value ?? '').split(',').map((k) => k.trim()).filter((k) => k !== '')
 
 export interface Sealed { data: Buffer, keyId: string | null }
 
@@ -37,7 +33,7 @@ export interface Sealer {
 export function createSealer (config: Pick<Config, 'DATA_ENCRYPTION_KEY' | 'DATA_ENCRYPTION_KEYS_OLD'>): Sealer {
   const current = config.DATA_ENCRYPTION_KEY === undefined ? null : deriveKey(config.DATA_ENCRYPTION_KEY)
   const keys = new Map<string, Buffer>()
-  for (const k of [...(current !== null ? [current] : []), ...oldKeyTexts(config.DATA_ENCRYPTION_KEYS_OLD).map(deriveKey)]) keys.set(k.id, k.key)
+  for (const k of [...(current !== null ? [current] : []), ...commaList(config.DATA_ENCRYPTION_KEYS_OLD).map(deriveKey)]) keys.set(k.id, k.key)
 
   return {
     keyId: current?.id ?? null,

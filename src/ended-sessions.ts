@@ -16,7 +16,8 @@ import type { FastifyInstance } from 'fastify'
 
 /** The NOTIFY channel of the trigger, and the Redis channel. */
 export const CHANNEL = 'auth_session_ended'
-const RECONNECT_MS = 1000
+// Short: a session ended while this replica is not listening is accepted here until it is again.
+const RECONNECT_MS = 250
 const CATCH_UP_MS = 30_000
 // Read again on each catch-up, for ids of transactions that began before the last read and
 // committed after it (ended_at is the transaction's start).
@@ -108,6 +109,7 @@ async function endedSessions (app: FastifyInstance): Promise<void> {
 
   /** A connection of its own that LISTENs; when it drops, another, and a catch-up. */
   let listener: pg.Client | undefined
+  let listening = false
   closers.push(async () => { await listener?.end().catch(() => {}) })
   async function listen (): Promise<void> {
     const client = new pg.Client({ ...(pool.options as pg.ClientConfig), keepAlive: true })
@@ -117,7 +119,9 @@ async function endedSessions (app: FastifyInstance): Promise<void> {
       if (lost || stopped) return
       lost = true
       client.end().catch(() => {})
-      log.warn({ err: { message: err?.message ?? 'connection ended' } }, 'ended sessions: LISTEN connection lost; reconnecting')
+      // Said once when the connection goes, not at every attempt while the database is away.
+      if (listening) log.warn({ err: { message: err?.message ?? 'connection ended' } }, 'ended sessions: LISTEN connection lost; reconnecting')
+      listening = false
       later(() => { listen().catch(() => {}) }, RECONNECT_MS)
     }
     client.on('error', onLost)
@@ -126,6 +130,7 @@ async function endedSessions (app: FastifyInstance): Promise<void> {
     try {
       await client.connect()
       await client.query(`LISTEN ${CHANNEL}`)
+      listening = true
       await catchUp()
     } catch (err) {
       onLost(err as Error)

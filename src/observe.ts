@@ -28,6 +28,7 @@ const AUDITED: Record<string, string> = {
   'sign_in:success': 'sign-in',
   'sign_in:invalid_credentials': 'sign-in-failed',
   'sign_in:throttled': 'sign-in-throttled',
+  'sign_in:account_disabled': 'sign-in-disabled',
   'refresh:reuse_detected': 'refresh-reuse',
   'sign_out:success': 'sign-out',
   'session_revoke:success': 'session-revoke',
@@ -44,6 +45,14 @@ const AUDITED: Record<string, string> = {
   'mfa_verify:success': 'mfa-verify',
   'mfa_verify:recovery_code': 'recovery-code-used',
   'recovery_codes:success': 'recovery-codes-regenerated',
+  'admin_user_create:success': 'admin-user-create',
+  'admin_user_update:success': 'admin-user-update',
+  'admin_user_update:password_set': 'admin-password-set',
+  'admin_user_update:banned': 'admin-ban',
+  'admin_user_update:unbanned': 'admin-unban',
+  'admin_user_delete:success': 'admin-user-delete',
+  'admin_sessions_end:success': 'admin-sessions-end',
+  'admin_mfa_remove:success': 'admin-mfa-remove',
   // A wrong TOTP or recovery code, wherever one is asked for (any action).
   '*:invalid_code': 'mfa-verify-failed'
 }

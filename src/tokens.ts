@@ -137,6 +137,12 @@ export interface Tokens {
    * take it): signature, issuer, audience, expiry and type checked; throws the contract's 401s.
    */
   authenticate: (request: FastifyRequest, type: TokenType) => Promise<Claims>
+  /**
+   * The verified claims of a token given as a string (introspection): signature, issuer, audience,
+   * expiry and claims checked, and an access token's session not known to have ended. Throws the
+   * contract's 401s; a refresh token's session is not looked up.
+   */
+  verify: (token: string) => Claims
 }
 
 /**
@@ -239,6 +245,47 @@ async function tokens (app: FastifyInstance): Promise<void> {
     return app.jwt.sign(claims)
   }
 
+  /** A verifier's error as the contract's 401, or as it is when it is not the token's fault. */
+  function tokenFault (err: unknown): unknown {
+    if (err instanceof AppError) return err
+    const code = (err as { code?: unknown }).code
+    if (code === 'FST_JWT_AUTHORIZATION_TOKEN_EXPIRED' || code === 'FAST_JWT_EXPIRED') return tokenError('TOKEN_EXPIRED', 'Token has expired')
+    if (code === 'FST_JWT_AUTHORIZATION_TOKEN_UNTRUSTED') return tokenError('TOKEN_REVOKED', 'Session has ended')
+    // The token's fault: 401. fast-jwt throws a RangeError when it formats a claim out of a Date's
+    // range (exp -1e308) for its message. Anything else (a broken key, a bug) is a logged 500.
+    if ((typeof code === 'string' && /^(FAST_JWT|FST_JWT)_/.test(code)) || err instanceof RangeError) return tokenError('TOKEN_INVALID', 'Token is invalid')
+    return err
+  }
+
+  /** The checks after the signature: well-formed claims of the expected type, of a session not ended. */
+  function checked (claims: Claims, type: TokenType | undefined): Claims {
+    if (type !== undefined && claims.type !== type) throw tokenError('TOKEN_INVALID', `Expected ${type === 'access' ? 'an access' : 'a refresh'} token`)
+    if ((claims.type !== 'access' && claims.type !== 'refresh') || typeof claims.sub !== 'string' || !UUID.test(claims.sub) ||
+      typeof claims.sid !== 'string' || !UUID.test(claims.sid) || typeof claims.jti !== 'string') {
+      throw tokenError('TOKEN_INVALID', 'Token is invalid')
+    }
+    if (!live(claims)) throw tokenError('TOKEN_REVOKED', 'Session has ended')
+    return claims
+  }
+
+  function verify (token: string): Claims {
+    let claims: Claims
+    try {
+      if (staticKey) {
+        claims = app.jwt.verify<Claims>(token)
+      } else {
+        // A verifier made for this token's key: introspection is not a hot path.
+        const decoded = app.jwt.decode<TokenOrHeader>(token, { complete: true }) as TokenOrHeader | null
+        const key = decoded === null ? tokenError('TOKEN_INVALID', 'Token is invalid') : verificationKey(decoded)
+        if (key instanceof AppError) throw key
+        claims = app.jwt.verify<Claims>(token, { key })
+      }
+    } catch (err) {
+      throw tokenFault(err)
+    }
+    return checked(claims, undefined)
+  }
+
   async function authenticate (request: FastifyRequest, type: TokenType): Promise<Claims> {
     const token = requestToken(request)
     if (type === 'access') {
@@ -253,21 +300,9 @@ async function tokens (app: FastifyInstance): Promise<void> {
     try {
       claims = staticKey ? app.jwt.verify<Claims>(token) : await request.jwtVerify<Claims>()
     } catch (err) {
-      if (err instanceof AppError) throw err
-      const code = (err as { code?: unknown }).code
-      if (code === 'FST_JWT_AUTHORIZATION_TOKEN_EXPIRED' || code === 'FAST_JWT_EXPIRED') throw tokenError('TOKEN_EXPIRED', 'Token has expired')
-      if (code === 'FST_JWT_AUTHORIZATION_TOKEN_UNTRUSTED') throw tokenError('TOKEN_REVOKED', 'Session has ended')
-      // The token's fault: 401. fast-jwt throws a RangeError when it formats a claim out of a Date's
-      // range (exp -1e308) for its message. Anything else (a broken key, a bug) is a logged 500.
-      if ((typeof code === 'string' && /^(FAST_JWT|FST_JWT)_/.test(code)) || err instanceof RangeError) throw tokenError('TOKEN_INVALID', 'Token is invalid')
-      throw err
+      throw tokenFault(err)
     }
-    if (claims.type !== type) throw tokenError('TOKEN_INVALID', `Expected ${type === 'access' ? 'an access' : 'a refresh'} token`)
-    if (typeof claims.sub !== 'string' || !UUID.test(claims.sub) || typeof claims.sid !== 'string' ||
-      !UUID.test(claims.sid) || typeof claims.jti !== 'string') {
-      throw tokenError('TOKEN_INVALID', 'Token is invalid')
-    }
-    if (!live(claims)) throw tokenError('TOKEN_REVOKED', 'Session has ended')
+    checked(claims, type)
     if (type === 'access') verifiedAccess.set(token, claims)
     return claims
   }
@@ -276,7 +311,8 @@ async function tokens (app: FastifyInstance): Promise<void> {
     jwks,
     access: (sub: string, sid: string, amr: string[]) => sign('access', sub, sid, randomUUID(), config.JWT_ACCESS_TTL, amr),
     refresh: (sub: string, sid: string, jti: string, amr: string[]) => sign('refresh', sub, sid, jti, config.JWT_REFRESH_TTL, amr),
-    authenticate
+    authenticate,
+    verify
   } satisfies Tokens)
 }
 

@@ -7,7 +7,8 @@ import type { FastifyInstance } from 'fastify'
 import { build, createDatabase, signUp } from './helper.js'
 
 const databaseUrl = await createDatabase(t)
-const app = await build(t, databaseUrl)
+// With ADMIN_API_KEYS: the whole document (test/admin.test.ts checks the admin paths are gone without keys).
+const app = await build(t, databaseUrl, { ADMIN_API_KEYS: 'admin-key-for-tests-0123456789abcdefghijklmnop' })
 
 interface Operation {
   security?: Array<Record<string, string[]>>
@@ -59,7 +60,8 @@ t.test('GET /docs/json → 200, a valid OpenAPI 3 document', async (t) => {
   await t.resolves(SwaggerParser.validate(structuredClone(doc)), 'valid against the OpenAPI 3 schema')
   t.match(doc.info, { title: 'auth-service', version: /^\d+\.\d+\.\d+/, description: String })
   t.match(doc.components.securitySchemes.bearerAuth, { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' })
-  t.same(doc.tags.map((tag: { name: string }) => tag.name).sort(), ['auth', 'email', 'mfa', 'service'])
+  t.same(doc.tags.map((tag: { name: string }) => tag.name).sort(), ['admin', 'auth', 'email', 'mfa', 'service'])
+  t.match(doc.components.securitySchemes.adminKey, { type: 'http', scheme: 'bearer' })
   t.match(doc.components.schemas.ErrorBody, { required: ['statusCode', 'error', 'code', 'message'] })
 })
 
@@ -99,6 +101,12 @@ t.test('secured operations carry bearerAuth, the others say they need none (secu
     if (SECURED.includes(route)) t.same(op.security, [{ bearerAuth: [] }], route)
     else t.same(op.security, [], route)
   }
+  // The admin API and introspection take an admin key, never a user's token.
+  for (const [path, ops] of Object.entries(doc.paths)) {
+    for (const [method, op] of Object.entries(ops)) {
+      if (path.startsWith('/admin/') || path === '/auth/introspect') t.same(op.security, [{ adminKey: [] }], `${method.toUpperCase()} ${path}`)
+    }
+  }
 })
 
 // Client generators name their methods after these: they do not change.
@@ -123,6 +131,15 @@ const OPERATION_IDS: Record<string, string> = {
   'POST /auth/mfa/totp/confirm': 'confirmTotp',
   'POST /auth/mfa/recovery-codes': 'regenerateRecoveryCodes',
   'POST /auth/mfa/verify': 'verifyMfa',
+  'GET /admin/users': 'adminListUsers',
+  'POST /admin/users': 'adminCreateUser',
+  'GET /admin/users/{id}': 'adminGetUser',
+  'PATCH /admin/users/{id}': 'adminUpdateUser',
+  'DELETE /admin/users/{id}': 'adminDeleteUser',
+  'DELETE /admin/users/{id}/sessions': 'adminEndSessions',
+  'DELETE /admin/users/{id}/mfa': 'adminRemoveMfa',
+  'GET /admin/audit': 'adminListAudit',
+  'POST /auth/introspect': 'introspectToken',
   'GET /health': 'checkHealth',
   'GET /health/ready': 'checkReadiness',
   'GET /.well-known/jwks.json': 'getJwks',

@@ -11,12 +11,18 @@ import { DeleteAccountBody, MeReply, PasswordBody, SignUpBody, SignUpReply } fro
 import * as q from './queries.js'
 import { findCredentials } from '../mfa/queries.js'
 
-function signUpFields (body: SignUpBody, minLength: number): { name: string, email: string } {
-  const name = body.name.trim()
+/** A user's name as stored: trimmed; 400 VALIDATION_FAILED when it cannot be one. */
+export function userName (value: string): string {
+  const name = value.trim()
   const nameLength = [...name].length
   if (nameLength < 1 || nameLength > 100) throw validationFailed('name must be 1-100 characters')
   if (CONTROL.test(name)) throw validationFailed('name must not contain control characters')
   if (UNPAIRED.test(name)) throw validationFailed('name must be valid Unicode text')
+  return name
+}
+
+function signUpFields (body: SignUpBody, minLength: number): { name: string, email: string } {
+  const name = userName(body.name)
   const email = normalEmail(body.email)
   const policy = passwordPolicyError(body.password, minLength)
   if (policy !== null) throw validationFailed(policy)

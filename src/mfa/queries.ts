@@ -160,8 +160,11 @@ export async function replaceRecoveryCodes (db: Db, r: { userId: string, oldCode
 export async function insertChallenge (db: Db, c: { tokenHash: Buffer, userId: string, ttl: number }): Promise<boolean> {
   const { rowCount } = await db.query({
     name: 'insert-mfa-challenge',
+    // Under a share lock of the user row: a ban in progress (which deletes challenges) is waited for.
     text: `INSERT INTO mfa_challenges (token_hash, user_id, expires_at)
-           SELECT $1, id, now() + make_interval(secs => $3) FROM users WHERE id = $2`,
+           SELECT $1, id, now() + make_interval(secs => $3) FROM users
+           WHERE id = $2 AND (banned_until IS NULL OR banned_until <= now())
+           FOR SHARE`,
     values: [c.tokenHash, c.userId, c.ttl]
   })
   return rowCount === 1
@@ -243,7 +246,7 @@ export async function completeChallenge (db: Db, c: {
              INSERT INTO sessions (id, user_id, refresh_hash, expires_at, user_agent, ip)
              SELECT $5, user_id, $6, now() + make_interval(secs => $7), $8, $9 FROM claimed
            ), account AS (
-             SELECT id, name, email FROM users WHERE id IN (SELECT user_id FROM claimed)
+             UPDATE users SET last_sign_in_at = now() WHERE id IN (SELECT user_id FROM claimed) RETURNING id, name, email
            ), cleared AS (
              DELETE FROM sign_in_throttle WHERE email IN (SELECT email FROM account) AND ip = $9
            )

@@ -14,19 +14,24 @@ export async function updatePasswordHash (db: Db, id: string, oldHash: string, n
 }
 
 /**
- * A password-only sign-in's session: made only while TOTP is off, checked under a share lock of
- * the user row. A TOTP confirmation updates that row, so it either waits for this insert (and
- * then ends the session) or this insert waits for it and, re-reading the row, makes nothing
- * (mfa/queries.ts, enableTotp). False when nothing was made (TOTP on, or the user gone).
+ * A password-only sign-in's session: made only while TOTP is off and no ban holds, checked as the
+ * user row's last_sign_in_at is set (under its lock). A TOTP confirmation or a ban updates that
+ * row too, so it either waits for this insert (and then ends the session) or this insert waits
+ * for it and, re-reading the row, makes nothing (mfa/queries.ts, enableTotp; admin/queries.ts).
+ * False when nothing was made (TOTP on, a ban, or the user gone).
  */
 export async function insertSession (db: Db, s: {
   id: string, userId: string, refreshHash: Buffer, ttl: number, userAgent: string | undefined, ip: string
 }): Promise<boolean> {
   const { rowCount } = await db.query({
     name: 'insert-session',
-    text: `INSERT INTO sessions (id, user_id, refresh_hash, expires_at, user_agent, ip)
-           SELECT $1, id, $3, now() + make_interval(secs => $4), $5, $6 FROM users WHERE id = $2 AND NOT mfa_enabled
-           FOR SHARE`,
+    text: `WITH signed_in AS (
+             UPDATE users SET last_sign_in_at = now()
+             WHERE id = $2 AND NOT mfa_enabled AND (banned_until IS NULL OR banned_until <= now())
+             RETURNING id
+           )
+           INSERT INTO sessions (id, user_id, refresh_hash, expires_at, user_agent, ip)
+           SELECT $1, id, $3, now() + make_interval(secs => $4), $5, $6 FROM signed_in`,
     values: [s.id, s.userId, s.refreshHash, s.ttl, s.userAgent ?? null, s.ip]
   })
   return rowCount === 1
@@ -162,6 +167,8 @@ export interface SignInState {
   email_verified: boolean
   /** TOTP is on: the password alone does not sign in */
   mfa_enabled: boolean
+  /** banned_until is in the future: the right password is refused */
+  banned: boolean
   /** seconds this (email, IP) or this email must still wait; null when it may try */
   retry_after: number | null
   /** this (email, IP) has failures on record (a success must clear them) */
@@ -176,7 +183,7 @@ export async function findSignInState (db: Db, email: string, ip: string): Promi
   const { rows } = await db.query<SignInState>({
     name: 'find-sign-in-state',
     text: `SELECT u.id, u.name, u.password_hash, u.email_verified_at IS NOT NULL AS email_verified,
-                  coalesce(u.mfa_enabled, false) AS mfa_enabled,
+                  coalesce(u.mfa_enabled, false) AS mfa_enabled, coalesce(u.banned_until > now(), false) AS banned,
                   t.failures IS NOT NULL AS has_failures, ${RETRY_AFTER} AS retry_after
            FROM (SELECT $1::text AS email) k
            LEFT JOIN users u ON u.email = k.email

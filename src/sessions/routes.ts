@@ -85,6 +85,11 @@ export default async function sessionRoutes (fastify: FastifyInstance): Promise<
       request.event = { outcome: 'invalid_credentials', userId: state.id ?? undefined }
       throw invalidCredentials()
     }
+    if (state.banned) {
+      // Only the right password learns this.
+      request.event = { outcome: 'account_disabled', userId: state.id }
+      throw new AppError(403, 'ACCOUNT_DISABLED', 'This account is disabled')
+    }
     const user = { id: state.id, name: state.name }
     if (!state.email_verified && config.EMAIL_VERIFICATION === 'required') {
       // Only the right password learns this; a fresh link goes out (at most one per EMAIL_COOLDOWN).

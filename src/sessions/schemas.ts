@@ -20,7 +20,8 @@ export const SignInReply = Type.Object({
 // Sign-in's 403: the error body, with the mfa_token when the code is MFA_REQUIRED.
 export const MfaRequiredReply = Type.Ref(MfaRequiredBody, {
   description: 'MFA_REQUIRED: the password is right and TOTP is on; finish with POST /auth/mfa/verify and `mfa_token`. ' +
-    'EMAIL_NOT_VERIFIED: with EMAIL_VERIFICATION=required, the right password for an unverified address; a fresh link is mailed'
+    'EMAIL_NOT_VERIFIED: with EMAIL_VERIFICATION=required, the right password for an unverified address; a fresh link is mailed. ' +
+    'ACCOUNT_DISABLED: the right password for an account banned by an operator (PATCH /admin/users/:id, banned_until)'
 })
 
 // The original client sends `Content-Type: application/json` with no body: the body is optional.

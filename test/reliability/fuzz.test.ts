@@ -78,6 +78,8 @@ const databaseUrl = await createDatabase(t)
 // Per-IP rate limits stay off (testEnv's default): with them on, most inputs would only meet the
 // limiter's 429 instead of the routes' own handling (test/abuse.test.ts covers the limits).
 const FAST_ARGON2 = { ARGON2_MEMORY_KIB: '1024', ARGON2_ITERATIONS: '1' }
+// The admin API exists (and is fuzzed): the key is among the tokens requests may carry.
+const ADMIN_KEY = 'admin-key-for-the-fuzzer-0123456789abcdefghij'
 
 // Routes are enumerated from the app itself, so a new route cannot be left without a generator:
 // Fastify announces each new instance on this channel before any plugin is registered.
@@ -92,7 +94,7 @@ const onInit = (message: unknown): void => {
   fastify.addHook('onRequest', (request, _reply, done) => { matchedRoute = request.routeOptions.url; done() })
 }
 initChannel.subscribe(onInit)
-const app = await build(t, databaseUrl, FAST_ARGON2)
+const app = await build(t, databaseUrl, { ...FAST_ARGON2, ADMIN_API_KEYS: ADMIN_KEY })
 initChannel.unsubscribe(onInit)
 
 const users: Array<{ id: string, email: string }> = []
@@ -207,7 +209,8 @@ const tokenish: fc.Arbitrary<string> = fc.oneof(
   { weight: 4, arbitrary: pick(...accessTokens) },
   { weight: 3, arbitrary: jwtArb },
   { weight: 2, arbitrary: oddString },
-  { weight: 1, arbitrary: fc.base64String({ maxLength: 300 }) }
+  { weight: 1, arbitrary: fc.base64String({ maxLength: 300 }) },
+  { weight: 2, arbitrary: fc.constant(ADMIN_KEY) }
 )
 
 // Emails: new ones (sign-ups may succeed), the real ones in other case and padding, and junk.
@@ -451,6 +454,13 @@ const GENERATORS: Record<string, { path: fc.Arbitrary<string>, fields: string[] 
   '/auth/email': { path: fc.constant('/auth/email'), fields: ['new_email', 'password', 'code'] },
   '/auth/sessions': { path: fc.constant('/auth/sessions'), fields: [] },
   '/auth/sessions/:id': { path: sessionId.map((id) => `/auth/sessions/${id}`), fields: [] },
+  // User ids here are session ids or junk: no such user, so no admin change touches the accounts the oracle knows.
+  '/admin/users': { path: fc.constant('/admin/users'), fields: ['name', 'email', 'password', 'email_verified'] },
+  '/admin/users/:id': { path: sessionId.map((id) => `/admin/users/${id}`), fields: ['name', 'email', 'email_verified', 'password', 'banned_until'] },
+  '/admin/users/:id/sessions': { path: sessionId.map((id) => `/admin/users/${id}/sessions`), fields: [] },
+  '/admin/users/:id/mfa': { path: sessionId.map((id) => `/admin/users/${id}/mfa`), fields: [] },
+  '/admin/audit': { path: fc.constant('/admin/audit'), fields: [] },
+  '/auth/introspect': { path: fc.constant('/auth/introspect'), fields: ['token', 'token_type_hint'] },
   '/health': { path: fc.constant('/health'), fields: [] },
   '/health/ready': { path: fc.constant('/health/ready'), fields: [] },
   '/.well-known/jwks.json': { path: fc.constant('/.well-known/jwks.json'), fields: [] },
@@ -492,6 +502,9 @@ const bodyOf = (req: Req): Record<string, unknown> | undefined => {
     return undefined
   }
 }
+
+/** The request carries the admin key, as the service reads it (any case of the scheme, spaces before the key). */
+const adminKeyIn = (req: Req): boolean => /^bearer +(\S+)$/i.exec(req.headers.authorization ?? '')?.[1] === ADMIN_KEY
 
 /** A token in the request that carries a valid HS256 signature with the service's secret. */
 function authenticToken (req: Req): string | undefined {
@@ -582,6 +595,26 @@ function successProblems (req: Req, res: Answer, route: string | undefined): str
       return status === 200 && type === JSON_TYPE ? [] : [`${status} (${String(type)}) where 200 JSON was due`]
     case '/metrics':
       return status === 200 ? [] : [`${status} where 200 was due`]
+    case '/admin/users': {
+      if (!adminKeyIn(req)) return [`${status} without the admin key`]
+      if (req.method === 'GET' || req.method === 'HEAD') return status === 200 && type === JSON_TYPE ? [] : [`${status} where 200 JSON was due`]
+      const body = bodyOf(req)
+      if (status !== 201 || typeof body?.name !== 'string' || typeof body.email !== 'string') return [`${status} to a creation that cannot be valid`]
+      // A new account, which sign-ins may now find.
+      const email = wellFormed(body.email.trim().toLowerCase())
+      const user = json() as { id: string, email: string }
+      const problems = passwordsByEmail.has(email) ? [`201 for an email already registered: ${email}`] : []
+      passwordsByEmail.set(email, new Set(typeof body.password === 'string' ? [wellFormed(body.password)] : []))
+      emailById.set(user.id, email)
+      return problems
+    }
+    case '/admin/users/:id':
+    case '/admin/users/:id/sessions':
+    case '/admin/users/:id/mfa':
+      return [`${status} for a user that does not exist`]
+    case '/admin/audit':
+    case '/auth/introspect':
+      return adminKeyIn(req) && status === 200 && type === JSON_TYPE ? [] : [`${status} (${String(type)}) without the admin key, or not 200 JSON`]
     default:
       return route?.startsWith('/docs') === true ? [] : [`${status} without a route (${String(route)})`]
   }

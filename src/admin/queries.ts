@@ -1,0 +1,188 @@
+import type { PoolClient } from 'pg'
+import type { Db } from '../db/index.js'
+
+// The statements of the admin API: parameterized, one function each.
+
+/** A user as the admin API shows it. */
+export interface AdminUser {
+  id: string
+  username: string
+  email: string
+  email_verified: boolean
+  mfa_enabled: boolean
+  banned_until: Date | null
+  created_at: Date
+  last_sign_in_at: Date | null
+}
+
+const USER_FIELDS = `id, name AS username, email, email_verified_at IS NOT NULL AS email_verified, mfa_enabled,
+  banned_until, created_at, last_sign_in_at`
+
+/** Where a page of the list starts: after this user (created_at as PostgreSQL writes it, so exact to the microsecond). */
+export interface UserCursor { createdAt: string, id: string }
+
+/**
+ * A page of users, newest first, keyset on (created_at, id): users signing up meanwhile come
+ * before the first page, never into a later one. One more row than `limit` tells whether a page follows.
+ */
+export async function listUsers (db: Db, l: { limit: number, after: UserCursor | null, emailPrefix: string | null }): Promise<Array<AdminUser & { cursor_at: string }>> {
+  const { rows } = await db.query<AdminUser & { cursor_at: string }>({
+    name: 'admin-list-users',
+    text: `SELECT ${USER_FIELDS}, created_at::text AS cursor_at FROM users
+           WHERE ($1::text IS NULL OR starts_with(email, $1))
+             AND ($2::timestamptz IS NULL OR (created_at, id) < ($2::timestamptz, $3::uuid))
+           ORDER BY created_at DESC, id DESC
+           LIMIT $4`,
+    values: [l.emailPrefix, l.after?.createdAt ?? null, l.after?.id ?? null, l.limit + 1]
+  })
+  return rows
+}
+
+export async function findUser (db: Db, id: string): Promise<AdminUser | undefined> {
+  const { rows } = await db.query<AdminUser>({ name: 'admin-find-user', text: `SELECT ${USER_FIELDS} FROM users WHERE id = $1`, values: [id] })
+  return rows[0]
+}
+
+/**
+ * A new user, or undefined when the email is taken. `mail`: a link queued for the address in the
+ * same statement (a reset-password link when the operator set no password).
+ */
+export async function createUser (db: Db, u: {
+  name: string, email: string, passwordHash: string, verified: boolean, mail: 'verify-email' | 'reset-password' | null
+}): Promise<AdminUser | undefined> {
+  const { rows } = await db.query<AdminUser>({
+    name: 'admin-create-user',
+    text: `WITH inserted AS (
+             INSERT INTO users (name, email, password_hash, email_verified_at) VALUES ($1, $2, $3, CASE WHEN $4 THEN now() END)
+             ON CONFLICT (email) DO NOTHING
+             RETURNING *
+           ), queued AS (
+             INSERT INTO outbox (kind, user_id, payload)
+             SELECT 'mail', id, jsonb_build_object('template', $5::text, 'to', email) FROM inserted WHERE $5 IS NOT NULL
+           )
+           SELECT ${USER_FIELDS} FROM inserted`,
+    values: [u.name, u.email, u.passwordHash, u.verified, u.mail]
+  })
+  return rows[0]
+}
+
+export interface UserChanges {
+  name?: string
+  email?: string
+  emailVerified?: boolean
+  passwordHash?: string
+  /** null lifts a ban */
+  bannedUntil?: Date | null
+}
+
+/**
+ * Applies the changes to the user, in the caller's transaction: the user row first (its lock is
+ * what a sign-in making a session waits for), then what follows from it. A new email is
+ * unverified unless `emailVerified` says otherwise, and voids the links mailed for the old one; a
+ * new password voids every mailed link and waiting sign-in; a ban in the future deletes waiting
+ * sign-ins. Then, last (a statement of its own, so that it sees a session made by a sign-in that
+ * went first), a new password or a ban ends every session. The user and the ids of the sessions
+ * that ended; undefined when there is no such user. Throws 23505 when the email is taken.
+ */
+export async function updateUser (client: PoolClient, id: string, c: UserChanges): Promise<{ user: AdminUser, ended: string[] } | undefined> {
+  const banning = c.bannedUntil != null && c.bannedUntil.getTime() > Date.now()
+  const { rows } = await client.query<AdminUser & { email_changed: boolean }>({
+    name: 'admin-update-user',
+    text: `WITH prior AS (
+             SELECT id, email FROM users WHERE id = $1 FOR NO KEY UPDATE
+           ), updated AS (
+             UPDATE users u SET
+               name = coalesce($2, u.name),
+               email = coalesce($3, u.email),
+               email_verified_at = CASE
+                 WHEN $4::boolean IS FALSE THEN NULL
+                 WHEN $3 IS NOT NULL AND $3 <> prior.email THEN CASE WHEN $4 THEN now() END
+                 WHEN $4 THEN coalesce(u.email_verified_at, now())
+                 ELSE u.email_verified_at END,
+               password_hash = coalesce($5, u.password_hash),
+               banned_until = CASE WHEN $6 THEN $7::timestamptz ELSE u.banned_until END,
+               updated_at = now()
+             FROM prior WHERE u.id = prior.id
+             RETURNING u.*, u.email <> prior.email AS email_changed
+           )
+           SELECT ${USER_FIELDS}, email_changed FROM updated`,
+    values: [id, c.name ?? null, c.email ?? null, c.emailVerified ?? null, c.passwordHash ?? null, 'bannedUntil' in c, c.bannedUntil ?? null]
+  })
+  const row = rows[0]
+  if (row === undefined) return undefined
+  const { email_changed: emailChanged, ...user } = row
+  if (emailChanged || c.passwordHash !== undefined) {
+    await client.query({
+      name: 'admin-void-links',
+      text: `WITH voided AS (DELETE FROM email_tokens WHERE user_id = $1)
+             DELETE FROM outbox WHERE user_id = $1 AND kind = 'mail' AND payload->>'template' IN ('verify-email', 'reset-password', 'change-email')`,
+      values: [id]
+    })
+  }
+  let ended: string[] = []
+  if (c.passwordHash !== undefined || banning) {
+    await client.query({ name: 'admin-delete-challenges', text: 'DELETE FROM mfa_challenges WHERE user_id = $1', values: [id] })
+    ended = await endAllSessions(client, id, banning ? 'ban' : 'admin-password')
+  }
+  return { user, ended }
+}
+
+/** Ends every live session of the user; their ids. */
+export async function endAllSessions (db: Db, userId: string, reason: string): Promise<string[]> {
+  const { rows } = await db.query<{ id: string }>({
+    name: 'admin-end-sessions',
+    text: 'UPDATE sessions SET revoked_at = now(), revoked_reason = $2 WHERE user_id = $1 AND revoked_at IS NULL RETURNING id',
+    values: [userId, reason]
+  })
+  return rows.map((r) => r.id)
+}
+
+/** Deletes the user as DELETE /auth/me does (sessions, links and queued mail go with it); the ids of the live sessions, or undefined when there is no such user. */
+export async function deleteUser (db: Db, id: string): Promise<string[] | undefined> {
+  const { rows } = await db.query<{ ended: string[] }>({
+    name: 'admin-delete-user',
+    text: `WITH deleted AS (
+             DELETE FROM users WHERE id = $1 RETURNING id
+           ), unsent AS (
+             DELETE FROM outbox WHERE user_id IN (SELECT id FROM deleted)
+           )
+           SELECT ARRAY(SELECT id FROM sessions WHERE user_id = deleted.id AND revoked_at IS NULL) AS ended FROM deleted`,
+    values: [id]
+  })
+  return rows[0]?.ended
+}
+
+/**
+ * Removes the second factor: TOTP off, the secret and its recovery codes deleted, waiting sign-ins
+ * void. False when there is no such user. Challenges first, then the secret (the order a verify
+ * locks them in).
+ */
+export async function removeSecondFactor (client: PoolClient, id: string): Promise<boolean> {
+  const { rowCount } = await client.query({ name: 'admin-mfa-off', text: 'UPDATE users SET mfa_enabled = false, updated_at = now() WHERE id = $1', values: [id] })
+  if (rowCount !== 1) return false
+  await client.query({ name: 'admin-mfa-challenges', text: 'DELETE FROM mfa_challenges WHERE user_id = $1', values: [id] })
+  await client.query({ name: 'admin-mfa-secret', text: 'DELETE FROM totp_secrets WHERE user_id = $1', values: [id] })
+  return true
+}
+
+export interface AuditEvent {
+  id: string
+  event: string
+  user_id: string | null
+  session_id: string | null
+  ip: string | null
+  user_agent: string | null
+  created_at: Date
+}
+
+/** A page of the audit trail, newest first, keyset on the id; one more row than `limit`. */
+export async function listAuditEvents (db: Db, l: { limit: number, before: string | null, userId: string | null }): Promise<AuditEvent[]> {
+  const { rows } = await db.query<AuditEvent>({
+    name: 'admin-list-audit',
+    text: `SELECT id, event, user_id, session_id, ip, user_agent, created_at FROM audit_events
+           WHERE ($1::uuid IS NULL OR user_id = $1) AND ($2::bigint IS NULL OR id < $2)
+           ORDER BY id DESC LIMIT $3`,
+    values: [l.userId, l.before, l.limit + 1]
+  })
+  return rows
+}
