@@ -24,12 +24,13 @@ import { createSecondFactor, resealSecrets } from './mfa/factor.js'
 import { deliverMail } from './recovery/mail.js'
 import { createMailer, mailEnabled } from './mail.js'
 import { startOutbox, type Deliver, type OutboxSender } from './db/outbox.js'
+import { startWebhooks } from './webhooks.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
     /** The settings, validated by @fastify/env against ConfigSchema. */
     config: Config
-    /** This replica's outbox sender: kick() after a commit that queued mail. */
+    /** This replica's outbox senders: kick() after a commit that queued mail. */
     outbox: OutboxSender
   }
 }
@@ -168,7 +169,7 @@ async function register (app: FastifyInstance, config: Config): Promise<void> {
   await app.register(rateLimits)
   startPruning(app)
 
-  // Mail goes through the outbox: queued with the change it reports, delivered after the commit.
+  // Mail and webhooks go through the outbox: queued with the change they report, delivered after the commit.
   const mail = mailEnabled(config) ? createMailer(config, app.log) : null
   if (mail === null) app.log.warn('SMTP_URL is not set in production: no mail is sent, and the email endpoints (verification, password reset, email change) are off')
   else app.addHook('onClose', async () => { mail.close() })
@@ -183,7 +184,7 @@ async function register (app: FastifyInstance, config: Config): Promise<void> {
       }
     }
   }
-  app.decorate('outbox', startOutbox(app, handlers))
+  app.decorate('outbox', startOutbox(app, { ...handlers, ...startWebhooks(app) }))
   app.decorate('profiles', createProfileCache())
   app.decorate('secondFactor', createSecondFactor(app))
   if (config.DATA_ENCRYPTION_KEY === undefined && config.NODE_ENV === 'production') {

@@ -66,6 +66,8 @@ export const ConfigSchema = Type.Object({
   MFA_ISSUER: Type.Optional(Type.String({ minLength: 1, maxLength: 100, description: 'the issuer shown in authenticator apps; default JWT_ISSUER' })),
 
   ADMIN_API_KEYS: Type.Optional(Type.String({ description: 'keys of the admin API and introspection, comma-separated, each at least 32 bytes; unset: /admin/ and /auth/introspect do not exist' })),
+  WEBHOOK_URLS: Type.Optional(Type.String({ description: 'endpoints that get every event (POST, signed), comma-separated' })),
+  WEBHOOK_SECRET: Type.Optional(Type.String({ description: 'whsec_ and the base64 of 24 to 64 random bytes (Standard Webhooks); required with WEBHOOK_URLS' })),
 
   PASSWORD_MIN_LENGTH: Type.Integer({ minimum: 1, maximum: 1024, default: 8 }),
   ARGON2_MEMORY_KIB: Type.Integer({ minimum: 1024, maximum: 1_048_576, default: 19_456 }),
@@ -97,7 +99,7 @@ export function configError (err: unknown, data: Record<string, string>): unknow
   if (first === undefined) return err
   const name = first.instancePath.replace(/^\//, '') || String(first.params?.missingProperty ?? 'settings')
   // A URL may hold a password, a key is a secret: their values are not repeated in the message.
-  const got = /_URL$|_KEY$|_KEYS|SECRET/.test(name) ? 'value not shown' : `got ${JSON.stringify(data[name] ?? null)}`
+  const got = /_URLS?$|_KEY$|_KEYS|SECRET/.test(name) ? 'value not shown' : `got ${JSON.stringify(data[name] ?? null)}`
   return new ConfigError(`${name}: ${first.message ?? 'invalid value'} (${got})`)
 }
 
@@ -148,6 +150,7 @@ export function checkConfig (config: Config): void {
   if (commaList(config.ADMIN_API_KEYS).some((k) => Buffer.byteLength(k) < MIN_SECRET_BYTES)) {
     throw new ConfigError(`ADMIN_API_KEYS: each key (comma-separated) must be at least ${MIN_SECRET_BYTES} bytes; generate one with: openssl rand -base64 48`)
   }
+  checkWebhooks(config)
   if (config.JWT_ACCESS_TTL > config.JWT_REFRESH_TTL) {
     throw new ConfigError('JWT_ACCESS_TTL: must not be longer than JWT_REFRESH_TTL')
   }
@@ -168,6 +171,21 @@ export function checkConfig (config: Config): void {
   }
   trustProxy(config) // validates the value
   signingKeys(config) // parses the keys, so that a bad one stops the start
+}
+
+function checkWebhooks (config: Config): void {
+  const urls = commaList(config.WEBHOOK_URLS)
+  for (const url of urls) {
+    if (!URL.canParse(url) || !/^https?:$/.test(new URL(url).protocol)) throw new ConfigError('WEBHOOK_URLS: each must be an http:// or https:// URL (values not shown)')
+  }
+  const secret = config.WEBHOOK_SECRET
+  if (secret === undefined) {
+    if (urls.length > 0) throw new ConfigError('WEBHOOK_SECRET: required with WEBHOOK_URLS; generate one with: echo "whsec_$(openssl rand -base64 32)"')
+    return
+  }
+  const key = /^whsec_([A-Za-z0-9+/]+={0,2})$/.exec(secret)?.[1]
+  const bytes = key === undefined ? 0 : Buffer.from(key, 'base64').length
+  if (bytes < 24 || bytes > 64) throw new ConfigError('WEBHOOK_SECRET: must be whsec_ and the base64 of 24 to 64 random bytes; generate one with: echo "whsec_$(openssl rand -base64 32)"')
 }
 
 function readDotenv (): Record<string, string> {

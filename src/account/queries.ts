@@ -74,7 +74,7 @@ export async function changePassword (db: Db, c: { userId: string, oldHash: stri
   const { rows } = await db.query<{ ended: string[] }>({
     name: 'change-password',
     text: `WITH changed AS (
-             UPDATE users SET password_hash = $3, updated_at = now()
+             UPDATE users SET password_hash = $3, password_changed_at = now(), updated_at = now()
              WHERE id = $1 AND password_hash = $2
              RETURNING id
            ), ended AS (

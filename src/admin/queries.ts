@@ -100,6 +100,7 @@ export async function updateUser (client: PoolClient, id: string, c: UserChanges
                  WHEN $4 THEN coalesce(u.email_verified_at, now())
                  ELSE u.email_verified_at END,
                password_hash = coalesce($5, u.password_hash),
+               password_changed_at = CASE WHEN $5 IS NOT NULL THEN now() ELSE u.password_changed_at END,
                banned_until = CASE WHEN $6 THEN $7::timestamptz ELSE u.banned_until END,
                updated_at = now()
              FROM prior WHERE u.id = prior.id

@@ -1,12 +1,13 @@
 import type { FastifyInstance } from 'fastify'
 import type { Db } from './index.js'
 
-// The outbox: what must go out after a commit (mail now, webhooks later). A row is written in the
-// transaction of the change it reports and deleted once delivered. Every replica runs a sender;
-// each claims due rows for CLAIM_SECONDS with FOR UPDATE SKIP LOCKED, so no two take the same row,
-// and a row whose sender died (kill -9) comes back when its claim runs out. Delivery is at least
-// once: a row delivered but not deleted (the sender died, or the database went away, in between)
-// is delivered again when its claim runs out.
+// The outbox: what must go out after a commit (mail; webhooks, one kind per endpoint). A row is
+// written in the transaction of the change it reports and deleted once delivered. Every replica
+// runs a sender per kind, so that a slow or failing mail server or endpoint holds back nothing
+// but its own rows; each claims due rows for CLAIM_SECONDS with FOR UPDATE SKIP LOCKED, so no two
+// take the same row, and a row whose sender died (kill -9) comes back when its claim runs out.
+// Delivery is at least once: a row delivered but not deleted (the sender died, or the database
+// went away, in between) is delivered again when its claim runs out.
 
 /** A row as a sender claims it. */
 export interface OutboxRow {
@@ -72,13 +73,17 @@ export interface OutboxSender {
 }
 
 /**
- * Starts this replica's sender for the given kinds (at ready; stopped before close): it polls every
- * POLL_MS, and at once when kicked; a full batch is followed by the next at once.
+ * Starts this replica's senders, one for each kind (at ready; stopped before close): each polls
+ * every POLL_MS, and at once when kicked; a full batch is followed by the next at once.
  */
 export function startOutbox (app: FastifyInstance, handlers: Record<string, Deliver>): OutboxSender {
+  const senders = Object.entries(handlers).map(([kind, handler]) => startSender(app, kind, handler))
+  return { kick: () => { for (const s of senders) s.kick() } }
+}
+
+function startSender (app: FastifyInstance, kind: string, handler: Deliver): OutboxSender {
   const db = app.pg.pool
-  const kinds = Object.keys(handlers)
-  if (kinds.length === 0) return { kick: () => {} }
+  const kinds = [kind]
   let timer: NodeJS.Timeout | undefined
   let running: Promise<void> | undefined
   let again = false
@@ -87,7 +92,7 @@ export function startOutbox (app: FastifyInstance, handlers: Record<string, Deli
 
   async function deliver (row: OutboxRow): Promise<void> {
     try {
-      await handlers[row.kind](row)
+      await handler(row)
     } catch (err) {
       const message = (err as Error).message
       if (row.overdue) {

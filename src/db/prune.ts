@@ -6,7 +6,7 @@ const SESSION_RETENTION_DAYS = 7
 // Any number shared by every replica: the advisory lock that lets one of them prune at a time.
 const PRUNE_LOCK = 7_316_540_021
 
-export interface PruneResult { sessions: number, endedSessions: number, auditEvents: number, throttleRows: number, emailRows: number, mfaChallenges: number }
+export interface PruneResult { sessions: number, endedSessions: number, outbox: number, auditEvents: number, throttleRows: number, emailRows: number, mfaChallenges: number }
 
 /**
  * Deletes sessions that ended (expired or revoked) over a week ago, the note of an ended session
@@ -29,6 +29,8 @@ export async function prune (pool: Pool, config: Pick<Config, 'AUDIT_RETENTION_D
        WHERE expires_at < now() - make_interval(days => $1) OR revoked_at < now() - make_interval(days => $1)`,
       [SESSION_RETENTION_DAYS])
     const ended = await client.query("DELETE FROM ended_sessions WHERE ended_at < now() - make_interval(secs => $1) - interval '1 hour'", [config.JWT_ACCESS_TTL])
+    // Rows no sender takes (a webhook endpoint since removed from WEBHOOK_URLS): others go within a day.
+    const stranded = await client.query("DELETE FROM outbox WHERE created_at < now() - interval '2 days'")
     const audit = await client.query('DELETE FROM audit_events WHERE created_at < now() - make_interval(days => $1)', [config.AUDIT_RETENTION_DAYS])
     // Throttle rows once nothing is blocked and the failures are a day old (windows: an hour).
     const throttle = await client.query(`DELETE FROM sign_in_throttle
@@ -43,6 +45,7 @@ export async function prune (pool: Pool, config: Pick<Config, 'AUDIT_RETENTION_D
     return {
       sessions: sessions.rowCount ?? 0,
       endedSessions: ended.rowCount ?? 0,
+      outbox: stranded.rowCount ?? 0,
       auditEvents: audit.rowCount ?? 0,
       throttleRows: (throttle.rowCount ?? 0) + (windows.rowCount ?? 0),
       emailRows: (tokens.rowCount ?? 0) + (cooldowns.rowCount ?? 0),

@@ -176,7 +176,7 @@ export async function resetPassword (db: Db, hash: Buffer, passwordHash: string)
     text: `WITH used AS (
              ${USE('reset-password')}
            ), changed AS (
-             UPDATE users u SET password_hash = $2, updated_at = now(), email_verified_at = coalesce(u.email_verified_at, now())
+             UPDATE users u SET password_hash = $2, password_changed_at = now(), updated_at = now(), email_verified_at = coalesce(u.email_verified_at, now())
              FROM used WHERE u.id = used.user_id
              RETURNING u.id, u.email
            ), ended AS (
