@@ -15,7 +15,8 @@ CREATE TABLE ended_sessions (
   session_id uuid PRIMARY KEY,
   user_id uuid NOT NULL,
   reason text,
-  ended_at timestamptz NOT NULL DEFAULT now()
+  -- When the row was ended (not the transaction's start, which a lock wait may put far earlier).
+  ended_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX ended_sessions_ended_at_idx ON ended_sessions (ended_at);
 
@@ -34,12 +35,15 @@ BEGIN
 END
 $$;
 
--- Rotation does not set revoked_at: these never fire on refresh. Pruning deletes only sessions
--- that ended or expired long ago: not live, so not noted.
+-- Rotation does not set revoked_at: these never fire on refresh. A session expired over a day ago
+-- has no access token left (without rotation one may outlive its session by JWT_ACCESS_TTL):
+-- ending it is noted nowhere, and pruning, which deletes only sessions a week past their end,
+-- notes nothing.
 CREATE TRIGGER sessions_revoked AFTER UPDATE OF revoked_at ON sessions FOR EACH ROW
-  WHEN (OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL) EXECUTE FUNCTION note_ended_session();
+  WHEN (OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL AND OLD.expires_at > now() - interval '1 day')
+  EXECUTE FUNCTION note_ended_session();
 CREATE TRIGGER sessions_deleted AFTER DELETE ON sessions FOR EACH ROW
-  WHEN (OLD.revoked_at IS NULL AND OLD.expires_at > now()) EXECUTE FUNCTION note_ended_session();
+  WHEN (OLD.revoked_at IS NULL AND OLD.expires_at > now() - interval '1 day') EXECUTE FUNCTION note_ended_session();
 
 -- Webhooks (WEBHOOK_URLS): the endpoints, as the replicas set them at start, and the events,
 -- queued by triggers into the outbox in the transaction of the change they report (whatever made
@@ -48,6 +52,9 @@ CREATE TRIGGER sessions_deleted AFTER DELETE ON sessions FOR EACH ROW
 -- 'webhook:' and the start of the SHA-256 of its URL: a URL may hold a secret, and stays in the
 -- settings (src/webhooks.ts).
 CREATE TABLE webhook_endpoints (kind text PRIMARY KEY);
+-- A sender claims the due rows of its own kind: an endpoint's backlog is no scan for the others.
+CREATE INDEX outbox_kind_next_attempt_at_idx ON outbox (kind, next_attempt_at);
+DROP INDEX outbox_next_attempt_at_idx;
 
 -- A real password change (by the user, a reset or an operator); a rehash at sign-in (new argon2
 -- settings, the same password) leaves it alone.
@@ -108,6 +115,8 @@ DROP FUNCTION note_ended_session();
 DROP TABLE ended_sessions;
 DROP FUNCTION queue_webhook(text, jsonb);
 ALTER TABLE users DROP COLUMN password_changed_at;
+CREATE INDEX outbox_next_attempt_at_idx ON outbox (next_attempt_at);
+DROP INDEX outbox_kind_next_attempt_at_idx;
 DROP TABLE webhook_endpoints;
 DROP INDEX users_created_at_id_idx;
 ALTER TABLE users DROP COLUMN last_sign_in_at, DROP COLUMN banned_until;

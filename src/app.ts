@@ -184,7 +184,18 @@ async function register (app: FastifyInstance, config: Config): Promise<void> {
       }
     }
   }
-  app.decorate('outbox', startOutbox(app, { ...handlers, ...startWebhooks(app) }))
+  for (const [kind, deliver] of Object.entries(startWebhooks(app))) {
+    handlers[kind] = async (row) => {
+      try {
+        await deliver(row)
+        metrics?.webhooksSent.inc()
+      } catch (err) {
+        metrics?.webhooksFailed.inc()
+        throw err
+      }
+    }
+  }
+  app.decorate('outbox', startOutbox(app, handlers))
   app.decorate('profiles', createProfileCache())
   app.decorate('secondFactor', createSecondFactor(app))
   if (config.DATA_ENCRYPTION_KEY === undefined && config.NODE_ENV === 'production') {

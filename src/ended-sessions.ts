@@ -16,12 +16,17 @@ import type { FastifyInstance } from 'fastify'
 
 /** The NOTIFY channel of the trigger, and the Redis channel. */
 export const CHANNEL = 'auth_session_ended'
+/** The LISTEN connections in pg_stat_activity: their last query is the LISTEN or a catch-up read (not the asking one's). */
+export const LISTENER_QUERY = "(query LIKE 'LISTEN%' OR query LIKE '%FROM ended_sessions%') AND pid <> pg_backend_pid()"
 // Short: a session ended while this replica is not listening is accepted here until it is again.
 const RECONNECT_MS = 250
 const CATCH_UP_MS = 30_000
-// Read again on each catch-up, for ids of transactions that began before the last read and
-// committed after it (ended_at is the transaction's start).
+// Read again on each catch-up, for ids of transactions that ended a session before the last
+// read and committed after it (ended_at is when the row was ended, not the commit).
 const OVERLAP_SECONDS = 60
+// Kept this much past the access-token lifetime: for clocks a little apart, and tokens issued by a
+// refresh that committed just before the session ended.
+const MARGIN_MS = 60_000
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -45,21 +50,26 @@ async function endedSessions (app: FastifyInstance): Promise<void> {
   const ttlMs = config.JWT_ACCESS_TTL * 1000
   // Session id → when (ms) its last access token has expired, and the id can be forgotten.
   const ended = new Map<string, number>()
-  const remember = (id: string, until = Date.now() + ttlMs): void => { ended.set(id, until) }
+  const remember = (id: string, until = Date.now() + ttlMs): void => {
+    ended.set(id, Math.max(ended.get(id) ?? 0, until + MARGIN_MS))
+  }
 
-  let since: Date | null = null // the database's time at the last catch-up
-  async function catchUp (): Promise<void> {
-    const { rows } = await pool.query<{ session_id: string, ms_left: number, now: Date }>({
+  // Reads what ended since the last read (and OVERLAP_SECONDS before it), within the access-token
+  // lifetime; through the LISTEN connection when there is one (the pool may be busy).
+  let since: Date | null = null // the newest ended_at read so far
+  async function catchUp (db: pg.ClientBase | pg.Pool = pool): Promise<void> {
+    const { rows } = await db.query<{ session_id: string, ms_left: number, ended_at: Date }>({
       name: 'ended-sessions-catch-up',
-      text: `SELECT session_id, extract(epoch FROM ended_at + make_interval(secs => $1) - now()) * 1000 AS ms_left, now()
+      text: `SELECT session_id, ended_at, extract(epoch FROM ended_at + make_interval(secs => $1) - now()) * 1000 AS ms_left
              FROM ended_sessions
-             WHERE ended_at > greatest(now() - make_interval(secs => $1), $2::timestamptz - make_interval(secs => $3))
-             UNION ALL SELECT NULL, NULL, now()`,
+             WHERE ended_at > greatest(now() - make_interval(secs => $1), $2::timestamptz - make_interval(secs => $3))`,
       values: [config.JWT_ACCESS_TTL, since, OVERLAP_SECONDS]
     })
     const now = Date.now()
-    for (const r of rows) if (r.session_id !== null) remember(r.session_id, now + Number(r.ms_left))
-    since = rows[rows.length - 1].now
+    for (const r of rows) {
+      remember(r.session_id, now + Number(r.ms_left))
+      if (since === null || r.ended_at > since) since = r.ended_at
+    }
   }
   const catchUpLogged = (): void => {
     catchUp().catch((err: Error) => log.warn({ err: { message: err.message } }, 'ended sessions: cannot read them; retrying'))
@@ -80,12 +90,15 @@ async function endedSessions (app: FastifyInstance): Promise<void> {
     const pub = new Redis(config.REDIS_URL, options)
     for (const r of [sub, pub]) r.on('error', (err) => log.warn({ err: { message: err.message } }, 'ended sessions: redis unavailable; retrying'))
     sub.on('message', (_channel: string, message: string) => { for (const id of message.split(',')) remember(id) })
-    // 'ready' again after each reconnect (ioredis subscribes again by itself): read what was missed.
-    sub.on('ready', () => { if (!stopped) catchUpLogged() })
+    // 'ready' at the first connection and after each reconnect (also when Redis was away at
+    // start): subscribe (again: harmless), then read what was missed meanwhile.
+    sub.on('ready', () => {
+      if (stopped) return
+      sub.subscribe(CHANNEL).catch(() => {}).finally(catchUpLogged)
+    })
     publish = (ids) => { pub.publish(CHANNEL, ids.join(',')).catch(() => {}) } // missed ids come with the next catch-up
     app.addHook('onReady', async () => {
       await Promise.all([sub.connect(), pub.connect()]).catch(() => {}) // the start does not depend on Redis
-      await sub.subscribe(CHANNEL).catch(() => {})
     })
     closers.push(async () => { sub.disconnect(); pub.disconnect() })
   } else {
@@ -107,13 +120,16 @@ async function endedSessions (app: FastifyInstance): Promise<void> {
     })
   }
 
-  /** A connection of its own that LISTENs; when it drops, another, and a catch-up. */
-  let listener: pg.Client | undefined
+  /**
+   * A connection of its own that LISTENs, catches up, and is probed by the periodic catch-up;
+   * when it drops or fails, another (every RECONNECT_MS), and a catch-up. TCP keep-alive after 10 s
+   * idle finds a peer gone without a word (a failover, a dropped NAT entry).
+   */
+  let listener: { client: pg.Client, lost: (err?: Error) => void } | undefined
   let listening = false
-  closers.push(async () => { await listener?.end().catch(() => {}) })
+  closers.push(async () => { await listener?.client.end().catch(() => {}) })
   async function listen (): Promise<void> {
-    const client = new pg.Client({ ...(pool.options as pg.ClientConfig), keepAlive: true })
-    listener = client
+    const client = new pg.Client({ ...(pool.options as pg.ClientConfig), keepAlive: true, keepAliveInitialDelayMillis: 10_000 })
     let lost = false
     const onLost = (err?: Error): void => {
       if (lost || stopped) return
@@ -124,6 +140,7 @@ async function endedSessions (app: FastifyInstance): Promise<void> {
       listening = false
       later(() => { listen().catch(() => {}) }, RECONNECT_MS)
     }
+    listener = { client, lost: onLost }
     client.on('error', onLost)
     client.on('end', () => onLost())
     client.on('notification', (n) => { if (n.payload !== undefined) remember(n.payload) })
@@ -131,15 +148,21 @@ async function endedSessions (app: FastifyInstance): Promise<void> {
       await client.connect()
       await client.query(`LISTEN ${CHANNEL}`)
       listening = true
-      await catchUp()
+      await catchUp(client)
     } catch (err) {
       onLost(err as Error)
     }
   }
 
   app.addHook('onReady', async () => {
-    await catchUp().catch((err: Error) => log.warn({ err: { message: err.message } }, 'ended sessions: cannot read them at start; retrying'))
-    later(function tick () { catchUpLogged(); later(tick, CATCH_UP_MS) }, CATCH_UP_MS)
+    // The LISTEN connection has read them already (or will, once it is there).
+    if (listener === undefined) await catchUp().catch((err: Error) => log.warn({ err: { message: err.message } }, 'ended sessions: cannot read them at start; retrying'))
+    later(function tick () {
+      const current = listener
+      if (current !== undefined && listening) catchUp(current.client).catch(current.lost) // a failure here means a dead connection
+      else catchUpLogged()
+      later(tick, CATCH_UP_MS)
+    }, CATCH_UP_MS)
     // Forget ids whose tokens have all expired.
     later(function sweep () {
       const now = Date.now()

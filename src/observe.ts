@@ -124,6 +124,8 @@ export function createMetrics () {
     }),
     mailSent: new Counter({ name: 'auth_mail_sent_total', help: 'Mail handed to the mail server (or the development outbox)', registers }),
     mailFailed: new Counter({ name: 'auth_mail_failed_total', help: 'Failed mail delivery attempts (each is retried, for at least 24 hours)', registers }),
+    webhooksSent: new Counter({ name: 'auth_webhooks_sent_total', help: 'Webhook deliveries an endpoint took (2xx)', registers }),
+    webhooksFailed: new Counter({ name: 'auth_webhooks_failed_total', help: 'Failed webhook delivery attempts (each is retried, for at least 24 hours)', registers }),
     argon2: new Histogram({
       name: 'auth_argon2_duration_seconds',
       help: 'Time of each argon2 hash or verify, queueing excluded',
@@ -163,6 +165,15 @@ async function observe (app: FastifyInstance, { metrics, queueDepth }: { metrics
       async collect () {
         // A scrape while the database is away keeps the last value.
         try { this.set(await waiting(app.pg.pool, 'mail')) } catch {}
+      }
+    })
+    // eslint-disable-next-line no-new
+    new Gauge({
+      name: 'auth_webhooks_waiting',
+      help: 'Webhook deliveries in the outbox, not yet taken, all endpoints together',
+      registers,
+      async collect () {
+        try { this.set(await waiting(app.pg.pool, 'webhook')) } catch {}
       }
     })
     const schema = {

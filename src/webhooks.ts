@@ -21,8 +21,8 @@ export const webhookUrls = (config: Pick<Config, 'WEBHOOK_URLS'>): string[] => c
 /** What is posted: the event, as queued. */
 interface Event { id: string, type: string, timestamp: string, data: Record<string, unknown> }
 
-/** The outbox handlers, one per endpoint of WEBHOOK_URLS. */
-export function webhookHandlers (config: Config): Record<string, Deliver> {
+/** The outbox handlers, one per endpoint of WEBHOOK_URLS; `closing` cuts deliveries in flight short. */
+export function webhookHandlers (config: Config, closing: AbortSignal): Record<string, Deliver> {
   const urls = webhookUrls(config)
   if (urls.length === 0 || config.WEBHOOK_SECRET === undefined) return {}
   const signer = new Webhook(config.WEBHOOK_SECRET)
@@ -35,7 +35,7 @@ export function webhookHandlers (config: Config): Record<string, Deliver> {
       method: 'POST',
       body,
       redirect: 'manual',
-      signal: AbortSignal.timeout(TIMEOUT_MS),
+      signal: AbortSignal.any([AbortSignal.timeout(TIMEOUT_MS), closing]),
       headers: {
         'content-type': 'application/json',
         'user-agent': 'auth-service-webhooks',
@@ -51,20 +51,37 @@ export function webhookHandlers (config: Config): Record<string, Deliver> {
 
 /**
  * Makes the database's endpoints this replica's (at start): the triggers queue events for these.
- * Every replica should have the same WEBHOOK_URLS: the last one started decides.
+ * Every replica should have the same WEBHOOK_URLS: the last one started with some decides. One
+ * started without any (a one-off, a misconfigured replica) leaves them alone and says so. The
+ * number of endpoints dropped, and of those left alone.
  */
-export async function setEndpoints (pool: Pool, config: Config): Promise<void> {
+export async function setEndpoints (pool: Pool, config: Config): Promise<{ dropped: number, others: number }> {
   const kinds = webhookUrls(config).map(endpointKind)
-  await pool.query(`WITH gone AS (DELETE FROM webhook_endpoints WHERE kind <> ALL ($1::text[]))
-                    INSERT INTO webhook_endpoints (kind) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING`, [kinds])
+  if (kinds.length === 0) {
+    const { rows } = await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM webhook_endpoints')
+    return { dropped: 0, others: rows[0].n }
+  }
+  const { rows } = await pool.query<{ dropped: number }>(`
+    WITH gone AS (DELETE FROM webhook_endpoints WHERE kind <> ALL ($1::text[]) RETURNING 1),
+         added AS (INSERT INTO webhook_endpoints (kind) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING)
+    SELECT count(*)::int AS dropped FROM gone`, [kinds])
+  return { dropped: rows[0].dropped, others: 0 }
 }
 
-/** Sets the endpoints when the app is ready, and registers the senders' handlers. */
+/** Sets the endpoints when the app is ready, and gives the senders' handlers (stopped at close). */
 export function startWebhooks (app: FastifyInstance): Record<string, Deliver> {
+  const { log } = app
   app.addHook('onReady', async () => {
-    await setEndpoints(app.pg.pool, app.config).catch((err: Error) => {
-      app.log.warn({ err: { message: err.message } }, 'webhooks: cannot set the endpoints in the database; events go where they went before')
-    })
+    try {
+      const { dropped, others } = await setEndpoints(app.pg.pool, app.config)
+      if (dropped > 0) log.warn({ dropped }, 'webhooks: endpoints set by another replica are dropped: give every replica the same WEBHOOK_URLS')
+      if (others > 0) log.warn({ endpoints: others }, 'webhooks: WEBHOOK_URLS is not set here, but events are queued for endpoints set by other replicas; if webhooks are off everywhere: DELETE FROM webhook_endpoints')
+    } catch (err) {
+      log.warn({ err: { message: (err as Error).message } }, 'webhooks: cannot set the endpoints in the database; events go where they went before')
+    }
   })
-  return webhookHandlers(app.config)
+  // Registered before the outbox's own hook: deliveries in flight end at once, and are retried later.
+  const closing = new AbortController()
+  app.addHook('preClose', async () => { closing.abort() })
+  return webhookHandlers(app.config, closing.signal)
 }

@@ -273,3 +273,31 @@ t.test('introspection (RFC 7662): form-encoded or JSON; active only for a valid 
   t.same(outcome(await app.inject({ method: 'POST', url: '/auth/sign-in', headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: 'email=a&password=b' })),
     { status: 415, code: 'UNSUPPORTED_MEDIA_TYPE' }, 'form bodies only here')
 })
+
+t.test('races: sign-ins with the old password around a new one, verifies around a ban: no session outlives the change, no deadlock', async (t) => {
+  const user = await signUp(app)
+  const signInOld = async () => (await app.inject({ method: 'POST', url: '/auth/sign-in', payload: { email: user.email, password: PASSWORD } })).statusCode
+  const first = Array.from({ length: 8 }, signInOld)
+  const patched = call('PATCH', `/admin/users/${user.id}`, { password: 'set by an operator' })
+  const after = Array.from({ length: 8 }, signInOld)
+  const statuses = await Promise.all([...first, ...after])
+  t.equal((await patched).statusCode, 200)
+  t.ok(statuses.every((s) => s === 200 || s === 401), `sign-ins answered ${[...new Set(statuses)].join(', ')}`)
+  const live = async (id: string) => (await app.pg.query('SELECT count(*)::int AS n FROM sessions WHERE user_id = $1 AND revoked_at IS NULL', [id])).rows[0].n
+  t.equal(await live(user.id), 0, 'every session made with the old password has ended')
+
+  // TOTP on, five sign-ins waiting for their code; their verifies race a ban.
+  const s = await newSession(app)
+  const id = claimsOf(s.access_token).sub as string
+  const { secret } = (await call('POST', '/auth/mfa/totp', { password: PASSWORD }, bearer(s.access_token))).json()
+  const confirmed = await call('POST', '/auth/mfa/totp/confirm', { code: codeFor(secret, await freshStep()) }, bearer(s.access_token))
+  const codes: string[] = confirmed.json().recovery_codes
+  const tokens: string[] = []
+  for (let i = 0; i < 5; i++) tokens.push((await app.inject({ method: 'POST', url: '/auth/sign-in', payload: { email: s.email, password: PASSWORD } })).json().mfa_token)
+  const verifies = tokens.map(async (mfaToken, i) => (await app.inject({ method: 'POST', url: '/auth/mfa/verify', payload: { mfa_token: mfaToken, code: codes[i] } })).statusCode)
+  const ban = call('PATCH', `/admin/users/${id}`, { banned_until: new Date(Date.now() + 60_000).toISOString() })
+  const answers = await Promise.all(verifies)
+  t.equal((await ban).statusCode, 200, 'the ban is applied (no deadlock)')
+  t.ok(answers.every((a) => a === 200 || a === 401), `verifies answered ${[...new Set(answers)].join(', ')}`)
+  t.equal(await live(id), 0, 'no session outlives the ban')
+})

@@ -1,9 +1,12 @@
+import { spawn } from 'node:child_process'
+import { createServer } from 'node:net'
 import t, { type Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
 import { bearer, build, claimsOf, createDatabase, EMBEDDED, newSession, PASSWORD, pemKeyPair, refresh, signIn, signUp, sql } from './helper.js'
 import { linkParts, startMailbox, to } from './mailbox.js'
 import { codeFor, freshStep } from './totp.js'
+import { LISTENER_QUERY } from '../src/ended-sessions.js'
 
 // Whatever ends a session, its access tokens are refused (401 TOKEN_REVOKED) within 1 s, on the
 // replica that ended it and on another one sharing the database, with no database query per
@@ -59,6 +62,14 @@ async function endsWithin (t: Test, victims: string[], end: () => Promise<unknow
 }
 
 const sid = (token: string) => claimsOf(token).sid as string
+
+async function freePort (): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as { port: number }
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
 
 t.test('sign-out: that session\'s access token', async (t) => {
   const s = await newSession(a)
@@ -181,14 +192,43 @@ t.test('across a lost LISTEN connection: the ended session is not missed', { ski
   const s = await newSession(one)
   t.equal((await me(two, s.access_token)).statusCode, 200)
   // Every LISTEN connection drops (as in a database restart); a session ends before they are back.
-  const killed = await sql(db, "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'")
+  const listeners = `FROM pg_stat_activity WHERE datname = current_database() AND ${LISTENER_QUERY}`
+  const killed = await sql(db, `SELECT pg_terminate_backend(pid) AS ok ${listeners}`)
   t.equal(killed.length, 2, 'one LISTEN connection per replica')
   const start = Date.now()
   t.equal((await post(one, '/auth/sign-out', {}, bearer(s.refresh_token))).statusCode, 204)
   const ms = await refusedAfter(two, s.access_token, start)
   t.ok(ms < LIMIT_MS, `refused by the other replica ${ms} ms later, after its reconnect (every 250 ms) and catch-up`)
-  const relistened = await sql(db, "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'")
+  const relistened = await sql(db, `SELECT count(*)::int AS n ${listeners}`)
   t.equal(relistened[0].n, 2, 'both listen again')
+})
+
+t.test('with Redis away at start: the replicas subscribe once it is there', async (t) => {
+  const port = await freePort()
+  const redisUrl = `redis://127.0.0.1:${port}`
+  const db = await createDatabase(t)
+  const [one, two] = [await build(t, db, { ...env, REDIS_URL: redisUrl }), await build(t, db, { ...env, REDIS_URL: redisUrl })]
+  const redis = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+  t.teardown(() => { redis.kill('SIGKILL') })
+  const probe = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => 100 })
+  probe.on('error', () => {})
+  for (let i = 0; i < 100; i++) {
+    try { await probe.connect(); break } catch { await sleep(100) }
+  }
+  // Subscribed once each replica's own reconnect has found it: the channel counts both.
+  let subscribers = 0
+  for (let i = 0; i < 60 && subscribers < 2; i++) {
+    subscribers = Number((await probe.call('PUBSUB', 'NUMSUB', 'auth_session_ended') as [string, number])[1])
+    if (subscribers < 2) await sleep(100)
+  }
+  probe.disconnect()
+  t.equal(subscribers, 2, 'both replicas subscribed')
+  const s = await newSession(one)
+  t.equal((await me(two, s.access_token)).statusCode, 200)
+  const start = Date.now()
+  t.equal((await post(one, '/auth/sign-out', {}, bearer(s.refresh_token))).statusCode, 204)
+  const ms = await refusedAfter(two, s.access_token, start)
+  t.ok(ms < LIMIT_MS, `refused by the other replica after ${ms} ms`)
 })
 
 t.test('with Redis (REDIS_URL): published by the replica that ends sessions, heard by the others', async (t) => {

@@ -143,6 +143,10 @@ t.test('a failed delivery is retried within 10 s with the same webhook-id and a 
   t.equal(flaky.got.filter((d) => d.id === first.id).length, 2)
   const { rows } = await app.pg.query("SELECT count(*)::int AS n FROM outbox WHERE kind LIKE 'webhook:%' AND payload->>'id' = $1", [first.id])
   t.equal(rows[0].n, 0, 'delivered rows are gone')
+  const metrics = (await app.inject({ url: '/metrics' })).body
+  t.match(metrics, /^auth_webhooks_sent_total [1-9]\d*$/m)
+  t.match(metrics, /^auth_webhooks_failed_total [1-9]\d*$/m, 'the flaky endpoint\'s first answers')
+  t.match(metrics, /^auth_webhooks_waiting \d+$/m)
 })
 
 t.test('an endpoint that hangs holds back neither another endpoint nor a request', async (t) => {

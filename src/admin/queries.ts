@@ -77,12 +77,11 @@ export interface UserChanges {
 
 /**
  * Applies the changes to the user, in the caller's transaction: the user row first (its lock is
- * what a sign-in making a session waits for), then what follows from it. A new email is
- * unverified unless `emailVerified` says otherwise, and voids the links mailed for the old one; a
- * new password voids every mailed link and waiting sign-in; a ban in the future deletes waiting
- * sign-ins. Then, last (a statement of its own, so that it sees a session made by a sign-in that
- * went first), a new password or a ban ends every session. The user and the ids of the sessions
- * that ended; undefined when there is no such user. Throws 23505 when the email is taken.
+ * what a sign-in making a session or a challenge waits for), then what follows from it. A new
+ * email is unverified unless `emailVerified` says otherwise, and voids the links mailed for the
+ * old one; a new password voids every mailed link; a new password or a ban in the future ends
+ * every session and waiting sign-in (endEverything). The user and the ids of the sessions that
+ * ended; undefined when there is no such user. Throws 23505 when the email is taken.
  */
 export async function updateUser (client: PoolClient, id: string, c: UserChanges): Promise<{ user: AdminUser, ended: string[] } | undefined> {
   const banning = c.bannedUntil != null && c.bannedUntil.getTime() > Date.now()
@@ -120,22 +119,25 @@ export async function updateUser (client: PoolClient, id: string, c: UserChanges
       values: [id]
     })
   }
-  let ended: string[] = []
-  if (c.passwordHash !== undefined || banning) {
-    await client.query({ name: 'admin-delete-challenges', text: 'DELETE FROM mfa_challenges WHERE user_id = $1', values: [id] })
-    ended = await endAllSessions(client, id, banning ? 'ban' : 'admin-password')
-  }
+  const ended = c.passwordHash !== undefined || banning ? await endEverything(client, id, banning ? 'ban' : 'admin-password') : []
   return { user, ended }
 }
 
-/** Ends every live session of the user; their ids. */
-export async function endAllSessions (db: Db, userId: string, reason: string): Promise<string[]> {
-  const { rows } = await db.query<{ id: string }>({
+/**
+ * Ends every live session of the user and every sign-in waiting for its second factor, in the
+ * caller's transaction; the ids of the sessions that ended. Sessions first, then challenges (the
+ * order sign-out everywhere takes them in: no deadlock), then sessions again, each a statement
+ * of its own: a verify that held a challenge has committed its session by then, and it ends too.
+ */
+export async function endEverything (client: PoolClient, userId: string, reason: string): Promise<string[]> {
+  const end = async (): Promise<string[]> => (await client.query<{ id: string }>({
     name: 'admin-end-sessions',
     text: 'UPDATE sessions SET revoked_at = now(), revoked_reason = $2 WHERE user_id = $1 AND revoked_at IS NULL RETURNING id',
     values: [userId, reason]
-  })
-  return rows.map((r) => r.id)
+  })).rows.map((r) => r.id)
+  const ended = await end()
+  await client.query({ name: 'admin-delete-challenges', text: 'DELETE FROM mfa_challenges WHERE user_id = $1', values: [userId] })
+  return [...ended, ...await end()]
 }
 
 /** Deletes the user as DELETE /auth/me does (sessions, links and queued mail go with it); the ids of the live sessions, or undefined when there is no such user. */
@@ -155,8 +157,8 @@ export async function deleteUser (db: Db, id: string): Promise<string[] | undefi
 
 /**
  * Removes the second factor: TOTP off, the secret and its recovery codes deleted, waiting sign-ins
- * void. False when there is no such user. Challenges first, then the secret (the order a verify
- * locks them in).
+ * void. False when there is no such user. The user row, then challenges, then the secret: a verify
+ * takes the latter two in that order too, and never the user row.
  */
 export async function removeSecondFactor (client: PoolClient, id: string): Promise<boolean> {
   const { rowCount } = await client.query({ name: 'admin-mfa-off', text: 'UPDATE users SET mfa_enabled = false, updated_at = now() WHERE id = $1', values: [id] })
@@ -176,14 +178,19 @@ export interface AuditEvent {
   created_at: Date
 }
 
-/** A page of the audit trail, newest first, keyset on the id; one more row than `limit`. */
+/**
+ * A page of the audit trail, newest first, keyset on the id; one more row than `limit`. Two
+ * statements, so that each keeps a plan that uses its index (the user's, or the ids').
+ */
 export async function listAuditEvents (db: Db, l: { limit: number, before: string | null, userId: string | null }): Promise<AuditEvent[]> {
-  const { rows } = await db.query<AuditEvent>({
-    name: 'admin-list-audit',
-    text: `SELECT id, event, user_id, session_id, ip, user_agent, created_at FROM audit_events
-           WHERE ($1::uuid IS NULL OR user_id = $1) AND ($2::bigint IS NULL OR id < $2)
-           ORDER BY id DESC LIMIT $3`,
-    values: [l.userId, l.before, l.limit + 1]
-  })
+  const fields = 'SELECT id, event, user_id, session_id, ip, user_agent, created_at FROM audit_events'
+  const before = l.before ?? '9223372036854775807'
+  const { rows } = l.userId === null
+    ? await db.query<AuditEvent>({ name: 'admin-list-audit', text: `${fields} WHERE id < $1 ORDER BY id DESC LIMIT $2`, values: [before, l.limit + 1] })
+    : await db.query<AuditEvent>({
+      name: 'admin-list-audit-user',
+      text: `${fields} WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3`,
+      values: [l.userId, before, l.limit + 1]
+    })
   return rows
 }

@@ -32,7 +32,6 @@ function pageSize (value: string | undefined): number {
   if (!/^\d{1,3}$/.test(value) || n < 1 || n > 100) throw validationFailed('limit must be an integer from 1 to 100')
   return n
 }
-const LimitParam = Type.String({ pattern: '^[0-9]+$', maxLength: 3, description: 'Page size, 1-100 (default 50)' })
 
 const encodeCursor = (parts: string[]): string => Buffer.from(JSON.stringify(parts)).toString('base64url')
 function decodeCursor (cursor: string, shape: RegExp[]): string[] {
@@ -81,17 +80,23 @@ export default async function adminRoutes (fastify: FastifyInstance): Promise<vo
 
   // RFC 7662 asks for form-encoded bodies (this plugin's routes only; elsewhere JSON only).
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_request, body, done) => {
-    const fields: Record<string, string> = {}
+    const fields = new Map<string, string>()
     for (const [key, value] of new URLSearchParams(body as string)) {
-      if (key in fields) { done(validationFailed(`${key} is given twice`), undefined); return }
-      fields[key] = value
+      if (fields.has(key)) { done(validationFailed(`${key} is given twice`), undefined); return }
+      fields.set(key, value)
     }
-    done(null, fields)
+    done(null, Object.fromEntries(fields))
   })
 
   const userId = (request: FastifyRequest, outcome = 'success'): void => {
     request.event = { outcome, userId: (request.params as { id: string }).id }
   }
+  // Ids as the service keeps them (the profile cache, the audit trail): lower-case.
+  app.addHook('preHandler', (request, _reply, done) => {
+    const params = request.params as { id?: string }
+    if (typeof params.id === 'string') params.id = params.id.toLowerCase()
+    done()
+  })
 
   app.get('/admin/users', {
     schema: {
@@ -100,7 +105,7 @@ export default async function adminRoutes (fastify: FastifyInstance): Promise<vo
       summary: 'List users, newest first',
       description: 'Pages follow `next_cursor`; users signing up meanwhile never shift a page (keyset paging on created_at, id).',
       security: adminAuth,
-      querystring: Type.Object({ ...ListUsersQuery.properties, limit: Type.Optional(LimitParam) }),
+      querystring: ListUsersQuery,
       response: { 200: UsersReply, ...errorReplies(400, 401, 503) }
     }
   }, async (request) => {
@@ -186,7 +191,11 @@ export default async function adminRoutes (fastify: FastifyInstance): Promise<vo
     if (body.name !== undefined) changes.name = userName(body.name)
     if (body.email !== undefined) changes.email = normalEmail(body.email)
     if (body.email_verified !== undefined) changes.emailVerified = body.email_verified
-    if (body.banned_until !== undefined) changes.bannedUntil = body.banned_until === null ? null : new Date(body.banned_until)
+    if (body.banned_until !== undefined) {
+      changes.bannedUntil = body.banned_until === null ? null : new Date(body.banned_until)
+      // A date-time the schema lets through but no Date holds (a leap second: 23:59:60).
+      if (changes.bannedUntil !== null && Number.isNaN(changes.bannedUntil.getTime())) throw validationFailed('banned_until is not a time this service can keep')
+    }
     if (body.password !== undefined) {
       const policy = passwordPolicyError(body.password, config.PASSWORD_MIN_LENGTH)
       if (policy !== null) throw validationFailed(policy)
@@ -238,11 +247,8 @@ export default async function adminRoutes (fastify: FastifyInstance): Promise<vo
     }
   }, async (request, reply) => {
     const { id } = request.params
-    const ended = await app.pg.transact(async (client) => {
-      if (await q.findUser(client, id) === undefined) return undefined
-      await client.query({ name: 'admin-delete-challenges', text: 'DELETE FROM mfa_challenges WHERE user_id = $1', values: [id] })
-      return await q.endAllSessions(client, id, 'admin')
-    })
+    const ended = await app.pg.transact(async (client) =>
+      await q.findUser(client, id) === undefined ? undefined : await q.endEverything(client, id, 'admin'))
     if (ended === undefined) throw notFound()
     endedSessions.add(ended)
     userId(request)
@@ -273,7 +279,7 @@ export default async function adminRoutes (fastify: FastifyInstance): Promise<vo
       operationId: 'adminListAudit',
       summary: 'The audit trail, newest first',
       security: adminAuth,
-      querystring: Type.Object({ ...AuditQuery.properties, limit: Type.Optional(LimitParam) }),
+      querystring: AuditQuery,
       response: { 200: AuditReply, ...errorReplies(400, 401, 503) }
     }
   }, async (request) => {

@@ -77,11 +77,17 @@ export interface OutboxSender {
  * every POLL_MS, and at once when kicked; a full batch is followed by the next at once.
  */
 export function startOutbox (app: FastifyInstance, handlers: Record<string, Deliver>): OutboxSender {
-  const senders = Object.entries(handlers).map(([kind, handler]) => startSender(app, kind, handler))
+  const senders = Object.entries(handlers).map(([kind, handler]) => sender(app, kind, handler))
+  app.addHook('onReady', async () => { for (const s of senders) s.start() })
+  app.addHook('preClose', async () => {
+    // Deliveries in flight may finish and settle their rows before the pool closes, within one
+    // bound for all (shutdown has 10 s in all); one cut off comes back when its claim runs out.
+    await Promise.race([Promise.all(senders.map(async (s) => await s.stop())), new Promise((resolve) => setTimeout(resolve, 3000).unref())])
+  })
   return { kick: () => { for (const s of senders) s.kick() } }
 }
 
-function startSender (app: FastifyInstance, kind: string, handler: Deliver): OutboxSender {
+function sender (app: FastifyInstance, kind: string, handler: Deliver): OutboxSender & { start: () => void, stop: () => Promise<void> } {
   const db = app.pg.pool
   const kinds = [kind]
   let timer: NodeJS.Timeout | undefined
@@ -133,19 +139,23 @@ function startSender (app: FastifyInstance, kind: string, handler: Deliver): Out
       })
   }
 
-  app.addHook('onReady', async () => { stopped = false; timer = setTimeout(tick, 0).unref() })
-  app.addHook('preClose', async () => {
-    stopped = true
-    clearTimeout(timer)
-    // A delivery in flight may finish and settle its row before the pool closes, within a bound
-    // (shutdown has 10 s in all); one cut off comes back when its claim runs out.
-    await Promise.race([running, new Promise((resolve) => setTimeout(resolve, 3000).unref())])
-  })
-  return { kick: () => { if (!stopped) setImmediate(tick) } }
+  return {
+    start: () => { stopped = false; timer = setTimeout(tick, 0).unref() },
+    stop: async () => {
+      stopped = true
+      clearTimeout(timer)
+      await running
+    },
+    kick: () => { if (!stopped) setImmediate(tick) }
+  }
 }
 
-/** Rows waiting for delivery, for the metrics. */
+/** Rows waiting for delivery, for the metrics: of a kind, or of every kind `<kind>:…` (the webhook endpoints). */
 export async function waiting (db: Db, kind: string): Promise<number> {
-  const { rows } = await db.query<{ n: number }>({ name: 'outbox-waiting', text: 'SELECT count(*)::int AS n FROM outbox WHERE kind = $1', values: [kind] })
+  const { rows } = await db.query<{ n: number }>({
+    name: 'outbox-waiting',
+    text: "SELECT count(*)::int AS n FROM outbox WHERE kind = $1 OR starts_with(kind, $1 || ':')",
+    values: [kind]
+  })
   return rows[0].n
 }

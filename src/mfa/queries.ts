@@ -156,16 +156,19 @@ export async function replaceRecoveryCodes (db: Db, r: { userId: string, oldCode
   return rows.length > 0
 }
 
-/** A sign-in challenge for the user; false when the user is gone. */
-export async function insertChallenge (db: Db, c: { tokenHash: Buffer, userId: string, ttl: number }): Promise<boolean> {
+/**
+ * A sign-in challenge for the user, made only while the password verified is still the user's and
+ * no ban holds; false when not (or the user is gone). Under a share lock of the user row: a ban or
+ * a password change in progress (each deletes challenges) is waited for.
+ */
+export async function insertChallenge (db: Db, c: { tokenHash: Buffer, userId: string, passwordChanged: string | null, ttl: number }): Promise<boolean> {
   const { rowCount } = await db.query({
     name: 'insert-mfa-challenge',
-    // Under a share lock of the user row: a ban in progress (which deletes challenges) is waited for.
     text: `INSERT INTO mfa_challenges (token_hash, user_id, expires_at)
            SELECT $1, id, now() + make_interval(secs => $3) FROM users
-           WHERE id = $2 AND (banned_until IS NULL OR banned_until <= now())
+           WHERE id = $2 AND (banned_until IS NULL OR banned_until <= now()) AND password_changed_at IS NOT DISTINCT FROM $4::timestamptz
            FOR SHARE`,
-    values: [c.tokenHash, c.userId, c.ttl]
+    values: [c.tokenHash, c.userId, c.ttl, c.passwordChanged]
   })
   return rowCount === 1
 }
@@ -246,7 +249,7 @@ export async function completeChallenge (db: Db, c: {
              INSERT INTO sessions (id, user_id, refresh_hash, expires_at, user_agent, ip)
              SELECT $5, user_id, $6, now() + make_interval(secs => $7), $8, $9 FROM claimed
            ), account AS (
-             UPDATE users SET last_sign_in_at = now() WHERE id IN (SELECT user_id FROM claimed) RETURNING id, name, email
+             SELECT id, name, email FROM users WHERE id IN (SELECT user_id FROM claimed)
            ), cleared AS (
              DELETE FROM sign_in_throttle WHERE email IN (SELECT email FROM account) AND ip = $9
            )

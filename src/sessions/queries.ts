@@ -13,28 +13,51 @@ export async function updatePasswordHash (db: Db, id: string, oldHash: string, n
   })
 }
 
+/** Why a password-only sign-in made no session: TOTP is on, a ban holds, or the password has changed (or the user is gone). */
+export type NoSession = 'mfa' | 'banned' | 'changed'
+
 /**
- * A password-only sign-in's session: made only while TOTP is off and no ban holds, checked as the
- * user row's last_sign_in_at is set (under its lock). A TOTP confirmation or a ban updates that
- * row too, so it either waits for this insert (and then ends the session) or this insert waits
- * for it and, re-reading the row, makes nothing (mfa/queries.ts, enableTotp; admin/queries.ts).
- * False when nothing was made (TOTP on, a ban, or the user gone).
+ * A password-only sign-in's session, made only while the password has not changed since it was
+ * verified (password_changed_at, which a rehash leaves alone), TOTP is off and no ban holds:
+ * checked under a share lock of the user row. A TOTP confirmation, a ban
+ * and a password change update that row, so each either waits for this insert (and then ends the
+ * session) or this insert waits for it and, re-reading the row, makes nothing (mfa/queries.ts,
+ * enableTotp; admin/queries.ts; account/queries.ts). Concurrent sign-ins of one user share the
+ * lock: none waits for another. null when the session was made, else why not.
  */
 export async function insertSession (db: Db, s: {
-  id: string, userId: string, refreshHash: Buffer, ttl: number, userAgent: string | undefined, ip: string
-}): Promise<boolean> {
-  const { rowCount } = await db.query({
+  id: string, userId: string, passwordChanged: string | null, refreshHash: Buffer, ttl: number, userAgent: string | undefined, ip: string
+}): Promise<NoSession | null> {
+  const { rows } = await db.query<{ mfa: boolean, banned: boolean, made: boolean }>({
     name: 'insert-session',
-    text: `WITH signed_in AS (
-             UPDATE users SET last_sign_in_at = now()
-             WHERE id = $2 AND NOT mfa_enabled AND (banned_until IS NULL OR banned_until <= now())
+    text: `WITH account AS (
+             SELECT id, mfa_enabled, coalesce(banned_until > now(), false) AS banned FROM users
+             WHERE id = $2 AND password_changed_at IS NOT DISTINCT FROM $7::timestamptz FOR SHARE
+           ), made AS (
+             INSERT INTO sessions (id, user_id, refresh_hash, expires_at, user_agent, ip)
+             SELECT $1, id, $3, now() + make_interval(secs => $4), $5, $6 FROM account WHERE NOT mfa_enabled AND NOT banned
              RETURNING id
            )
-           INSERT INTO sessions (id, user_id, refresh_hash, expires_at, user_agent, ip)
-           SELECT $1, id, $3, now() + make_interval(secs => $4), $5, $6 FROM signed_in`,
-    values: [s.id, s.userId, s.refreshHash, s.ttl, s.userAgent ?? null, s.ip]
+           SELECT a.mfa_enabled AS mfa, a.banned, EXISTS (SELECT 1 FROM made) AS made FROM account a`,
+    values: [s.id, s.userId, s.refreshHash, s.ttl, s.userAgent ?? null, s.ip, s.passwordChanged]
   })
-  return rowCount === 1
+  const r = rows[0]
+  if (r === undefined) return 'changed'
+  return r.made ? null : r.banned ? 'banned' : 'mfa'
+}
+
+/**
+ * Notes a sign-in's time on the user row, for the admin API: after the answer, best effort. Skipped
+ * when another transaction holds the row (a concurrent sign-in notes its own, a moment apart):
+ * sign-ins of one user never queue behind one another for it.
+ */
+export async function noteSignIn (db: Db, userId: string): Promise<void> {
+  await db.query({
+    name: 'note-sign-in',
+    text: `UPDATE users SET last_sign_in_at = now()
+           WHERE id = (SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED)`,
+    values: [userId]
+  })
 }
 
 export interface Rotation { sid: string, sub: string, oldHash: Buffer, newHash: Buffer }
@@ -169,6 +192,8 @@ export interface SignInState {
   mfa_enabled: boolean
   /** banned_until is in the future: the right password is refused */
   banned: boolean
+  /** when the password was last changed, as PostgreSQL writes it (exact to the microsecond) */
+  password_changed: string | null
   /** seconds this (email, IP) or this email must still wait; null when it may try */
   retry_after: number | null
   /** this (email, IP) has failures on record (a success must clear them) */
@@ -184,6 +209,7 @@ export async function findSignInState (db: Db, email: string, ip: string): Promi
     name: 'find-sign-in-state',
     text: `SELECT u.id, u.name, u.password_hash, u.email_verified_at IS NOT NULL AS email_verified,
                   coalesce(u.mfa_enabled, false) AS mfa_enabled, coalesce(u.banned_until > now(), false) AS banned,
+                  u.password_changed_at::text AS password_changed,
                   t.failures IS NOT NULL AS has_failures, ${RETRY_AFTER} AS retry_after
            FROM (SELECT $1::text AS email) k
            LEFT JOIN users u ON u.email = k.email

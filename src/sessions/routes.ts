@@ -19,6 +19,12 @@ const MFA_TOKEN_TTL = 300
 const REVOKED = 'This mfa_token was used already, or has had too many wrong codes; sign in again'
 import * as q from './queries.js'
 
+/** The answer to the right password of a banned account. */
+function disabled (request: FastifyRequest, userId: string): AppError {
+  request.event = { outcome: 'account_disabled', userId }
+  return new AppError(403, 'ACCOUNT_DISABLED', 'This account is disabled')
+}
+
 function sameHash (a: Buffer | null, b: Buffer): boolean {
   return a !== null && a.length === b.length && timingSafeEqual(a, b)
 }
@@ -85,11 +91,8 @@ export default async function sessionRoutes (fastify: FastifyInstance): Promise<
       request.event = { outcome: 'invalid_credentials', userId: state.id ?? undefined }
       throw invalidCredentials()
     }
-    if (state.banned) {
-      // Only the right password learns this.
-      request.event = { outcome: 'account_disabled', userId: state.id }
-      throw new AppError(403, 'ACCOUNT_DISABLED', 'This account is disabled')
-    }
+    // Only the right password learns this.
+    if (state.banned) throw disabled(request, state.id)
     const user = { id: state.id, name: state.name }
     if (!state.email_verified && config.EMAIL_VERIFICATION === 'required') {
       // Only the right password learns this; a fresh link goes out (at most one per EMAIL_COOLDOWN).
@@ -104,22 +107,32 @@ export default async function sessionRoutes (fastify: FastifyInstance): Promise<
     const sid = randomUUID()
     const jti = newTokenId()
     // With TOTP on (or turned on since it was read: then no session is made), a code must follow.
-    if (state.mfa_enabled || !await q.insertSession(db, {
-      id: sid,
-      userId: user.id,
-      refreshHash: tokenHash(jti),
-      ttl: config.JWT_REFRESH_TTL,
-      userAgent: request.headers['user-agent']?.slice(0, 512),
-      ip: request.ip
-    })) {
+    const noSession = state.mfa_enabled
+      ? 'mfa'
+      : await q.insertSession(db, {
+        id: sid,
+        userId: user.id,
+        passwordChanged: state.password_changed,
+        refreshHash: tokenHash(jti),
+        ttl: config.JWT_REFRESH_TTL,
+        userAgent: request.headers['user-agent']?.slice(0, 512),
+        ip: request.ip
+      })
+    // Banned, or the password changed, since they were read.
+    if (noSession === 'banned') throw disabled(request, user.id)
+    if (noSession === 'changed') throw invalidCredentials()
+    if (noSession === 'mfa') {
       // The run of failures for (email, IP) goes on until the code, so that wrong codes after
       // right passwords are throttled like wrong passwords.
       const mfaToken = randomBytes(32).toString('base64url')
-      if (!await mfa.insertChallenge(db, { tokenHash: tokenHash(mfaToken), userId: user.id, ttl: MFA_TOKEN_TTL })) throw invalidCredentials() // deleted meanwhile
+      if (!await mfa.insertChallenge(db, { tokenHash: tokenHash(mfaToken), userId: user.id, passwordChanged: state.password_changed, ttl: MFA_TOKEN_TTL })) {
+        throw invalidCredentials() // changed, banned or deleted meanwhile
+      }
       request.event = { outcome: 'mfa_required', userId: user.id }
       throw new AppError(403, 'MFA_REQUIRED', 'A second factor is needed: POST /auth/mfa/verify with this mfa_token and a code', NO_STORE, { mfa_token: mfaToken })
     }
     if (state.has_failures) await clearFailures(db, email, request.ip)
+    q.noteSignIn(db, user.id).catch(() => {})
     request.event = { outcome: 'success', userId: user.id, sessionId: sid }
     return await reply.headers(NO_STORE).send(signedIn(user, sid, jti, PASSWORD_ONLY))
   })
@@ -167,6 +180,7 @@ export default async function sessionRoutes (fastify: FastifyInstance): Promise<
     // Used by a concurrent verify meanwhile; else the code was used already (a replay).
     if (!live) throw tokenError('TOKEN_REVOKED', REVOKED)
     if (user === undefined) return await secondFactor.wrongCode(request, challenge.email, { userId })
+    q.noteSignIn(db, userId).catch(() => {})
     request.event = { outcome: 'codeHash' in factor ? 'recovery_code' : 'success', userId, sessionId: sid }
     return await reply.headers(NO_STORE).send(signedIn(user, sid, jti, WITH_OTP))
   })

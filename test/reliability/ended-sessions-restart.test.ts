@@ -1,6 +1,7 @@
 import http from 'node:http'
 import t from 'tap'
 import { claimsOf, PASSWORD, sql, uniqueEmail } from '../helper.js'
+import { LISTENER_QUERY } from '../../src/ended-sessions.js'
 import {
   call, contractErrorProblem, describe, logLines, mapLimit, postgresBinDir, sleep, startService, startThrowawayPostgres, type Outcome
 } from './processes.js'
@@ -174,7 +175,7 @@ async function restart (): Promise<void> {
     const listenAgainAt = [0, 0]
     const listens = (async () => {
       while (listenAgainAt.includes(0) && Date.now() - run.backAt < RETRY_FOR_MS) {
-        const rows = await sql<{ name: string }>(pg.url, "SELECT application_name AS name FROM pg_stat_activity WHERE query LIKE 'LISTEN%'").catch(() => [])
+        const rows = await sql<{ name: string }>(pg.url, `SELECT application_name AS name FROM pg_stat_activity WHERE ${LISTENER_QUERY}`).catch(() => [])
         for (const [r, name] of names.entries()) if (listenAgainAt[r] === 0 && rows.some((row) => row.name === `replica-${name}`)) listenAgainAt[r] = Date.now()
         await sleep(25)
       }
@@ -216,7 +217,7 @@ async function restart (): Promise<void> {
         if (right(c)) c.okAt = c.o.endedAt
       })
       listening = await sql<{ name: string, n: number }>(pg.url,
-        "SELECT application_name AS name, count(*)::int AS n FROM pg_stat_activity WHERE query LIKE 'LISTEN%' GROUP BY 1 ORDER BY 1")
+        `SELECT application_name AS name, count(*)::int AS n FROM pg_stat_activity WHERE ${LISTENER_QUERY} GROUP BY 1 ORDER BY 1`)
       if ((checks.every((c) => c.okAt !== 0) && JSON.stringify(listening) === JSON.stringify(oneEach)) || Date.now() > settledAt + GRACE_MS) break
       await sleep(100)
     }
