@@ -1,8 +1,7 @@
 -- Up Migration
--- Bans and the admin API's view of a user. A sign-in writes last_sign_in_at in the statement that
--- makes its session, which also checks banned_until under the row's lock (a ban racing a sign-in
--- either waits for its session, and ends it, or makes it find the ban).
-ALTER TABLE users ADD COLUMN banned_until timestamptz, ADD COLUMN last_sign_in_at timestamptz;
+-- Bans. A sign-in checks banned_until as it makes its session, under a share lock of the user row
+-- (a ban racing a sign-in either waits for its session, and ends it, or makes it find the ban).
+ALTER TABLE users ADD COLUMN banned_until timestamptz;
 -- The admin list: newest first, keyset on (created_at, id).
 CREATE INDEX users_created_at_id_idx ON users (created_at, id);
 
@@ -90,7 +89,7 @@ BEGIN
   RETURN NULL;
 END
 $$;
--- Not on last_sign_in_at (every sign-in) nor on a rehash's password_hash.
+-- Not on a rehash's password_hash.
 CREATE TRIGGER users_webhook_insert AFTER INSERT OR DELETE ON users FOR EACH ROW EXECUTE FUNCTION user_webhook();
 CREATE TRIGGER users_webhook_update AFTER UPDATE OF name, email, email_verified_at, banned_until, mfa_enabled, password_changed_at ON users
   FOR EACH ROW EXECUTE FUNCTION user_webhook();
@@ -119,4 +118,4 @@ CREATE INDEX outbox_next_attempt_at_idx ON outbox (next_attempt_at);
 DROP INDEX outbox_kind_next_attempt_at_idx;
 DROP TABLE webhook_endpoints;
 DROP INDEX users_created_at_id_idx;
-ALTER TABLE users DROP COLUMN last_sign_in_at, DROP COLUMN banned_until;
+ALTER TABLE users DROP COLUMN banned_until;

@@ -15,8 +15,13 @@ export interface AdminUser {
   last_sign_in_at: Date | null
 }
 
-const USER_FIELDS = `id, name AS username, email, email_verified_at IS NOT NULL AS email_verified, mfa_enabled,
-  banned_until, created_at, last_sign_in_at`
+// A user as the API shows it, from rows aliased `u`. The last sign-in is read, not kept: the newest
+// session (sessions stay a week after they end), else the newest sign-in in the audit trail
+// (AUDIT_RETENTION_DAYS): a sign-in writes nothing more for it.
+const USER_FIELDS = `u.id, u.name AS username, u.email, u.email_verified_at IS NOT NULL AS email_verified, u.mfa_enabled,
+  u.banned_until, u.created_at,
+  coalesce((SELECT max(s.created_at) FROM sessions s WHERE s.user_id = u.id),
+           (SELECT max(a.created_at) FROM audit_events a WHERE a.user_id = u.id AND a.event IN ('sign-in', 'mfa-verify', 'recovery-code-used'))) AS last_sign_in_at`
 
 /** Where a page of the list starts: after this user (created_at as PostgreSQL writes it, so exact to the microsecond). */
 export interface UserCursor { createdAt: string, id: string }
@@ -28,10 +33,10 @@ export interface UserCursor { createdAt: string, id: string }
 export async function listUsers (db: Db, l: { limit: number, after: UserCursor | null, emailPrefix: string | null }): Promise<Array<AdminUser & { cursor_at: string }>> {
   const { rows } = await db.query<AdminUser & { cursor_at: string }>({
     name: 'admin-list-users',
-    text: `SELECT ${USER_FIELDS}, created_at::text AS cursor_at FROM users
-           WHERE ($1::text IS NULL OR starts_with(email, $1))
-             AND ($2::timestamptz IS NULL OR (created_at, id) < ($2::timestamptz, $3::uuid))
-           ORDER BY created_at DESC, id DESC
+    text: `SELECT ${USER_FIELDS}, u.created_at::text AS cursor_at FROM users u
+           WHERE ($1::text IS NULL OR starts_with(u.email, $1))
+             AND ($2::timestamptz IS NULL OR (u.created_at, u.id) < ($2::timestamptz, $3::uuid))
+           ORDER BY u.created_at DESC, u.id DESC
            LIMIT $4`,
     values: [l.emailPrefix, l.after?.createdAt ?? null, l.after?.id ?? null, l.limit + 1]
   })
@@ -39,7 +44,7 @@ export async function listUsers (db: Db, l: { limit: number, after: UserCursor |
 }
 
 export async function findUser (db: Db, id: string): Promise<AdminUser | undefined> {
-  const { rows } = await db.query<AdminUser>({ name: 'admin-find-user', text: `SELECT ${USER_FIELDS} FROM users WHERE id = $1`, values: [id] })
+  const { rows } = await db.query<AdminUser>({ name: 'admin-find-user', text: `SELECT ${USER_FIELDS} FROM users u WHERE u.id = $1`, values: [id] })
   return rows[0]
 }
 
@@ -60,7 +65,7 @@ export async function createUser (db: Db, u: {
              INSERT INTO outbox (kind, user_id, payload)
              SELECT 'mail', id, jsonb_build_object('template', $5::text, 'to', email) FROM inserted WHERE $5 IS NOT NULL
            )
-           SELECT ${USER_FIELDS} FROM inserted`,
+           SELECT ${USER_FIELDS} FROM inserted u`,
     values: [u.name, u.email, u.passwordHash, u.verified, u.mail]
   })
   return rows[0]
@@ -105,7 +110,7 @@ export async function updateUser (client: PoolClient, id: string, c: UserChanges
              FROM prior WHERE u.id = prior.id
              RETURNING u.*, u.email <> prior.email AS email_changed
            )
-           SELECT ${USER_FIELDS}, email_changed FROM updated`,
+           SELECT ${USER_FIELDS}, u.email_changed FROM updated u`,
     values: [id, c.name ?? null, c.email ?? null, c.emailVerified ?? null, c.passwordHash ?? null, 'bannedUntil' in c, c.bannedUntil ?? null]
   })
   const row = rows[0]

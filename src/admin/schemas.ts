@@ -20,7 +20,7 @@ export const AdminUser = Type.Object({
   mfa_enabled: Type.Boolean({ description: 'TOTP is on' }),
   banned_until: Nullable(Timestamp, 'While in the future, the account cannot sign in (403 ACCOUNT_DISABLED)'),
   created_at: Timestamp,
-  last_sign_in_at: Nullable(Timestamp, 'The last sign-in that made a session')
+  last_sign_in_at: Nullable(Timestamp, 'The last sign-in on record: the newest session, else the audit trail; null when neither holds one')
 }, { description: 'A user' })
 
 export const UserParams = Type.Object({ id: Uuid('A user id') })

@@ -19,11 +19,11 @@ export type NoSession = 'mfa' | 'banned' | 'changed'
 /**
  * A password-only sign-in's session, made only while the password has not changed since it was
  * verified (password_changed_at, which a rehash leaves alone), TOTP is off and no ban holds:
- * checked under a share lock of the user row. A TOTP confirmation, a ban
- * and a password change update that row, so each either waits for this insert (and then ends the
- * session) or this insert waits for it and, re-reading the row, makes nothing (mfa/queries.ts,
- * enableTotp; admin/queries.ts; account/queries.ts). Concurrent sign-ins of one user share the
- * lock: none waits for another. null when the session was made, else why not.
+ * checked under a share lock of the user row. A TOTP confirmation, a ban and a password change
+ * update that row, so each either waits for this insert (and then ends the session) or this
+ * insert waits for it and, re-reading the row, makes nothing (mfa/queries.ts, enableTotp;
+ * admin/queries.ts; account/queries.ts). Concurrent sign-ins of one user share the lock: none
+ * waits for another, and none writes to the row. null when the session was made, else why not.
  */
 export async function insertSession (db: Db, s: {
   id: string, userId: string, passwordChanged: string | null, refreshHash: Buffer, ttl: number, userAgent: string | undefined, ip: string
@@ -44,20 +44,6 @@ export async function insertSession (db: Db, s: {
   const r = rows[0]
   if (r === undefined) return 'changed'
   return r.made ? null : r.banned ? 'banned' : 'mfa'
-}
-
-/**
- * Notes a sign-in's time on the user row, for the admin API: after the answer, best effort. Skipped
- * when another transaction holds the row (a concurrent sign-in notes its own, a moment apart):
- * sign-ins of one user never queue behind one another for it.
- */
-export async function noteSignIn (db: Db, userId: string): Promise<void> {
-  await db.query({
-    name: 'note-sign-in',
-    text: `UPDATE users SET last_sign_in_at = now()
-           WHERE id = (SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED)`,
-    values: [userId]
-  })
 }
 
 export interface Rotation { sid: string, sub: string, oldHash: Buffer, newHash: Buffer }

@@ -132,7 +132,6 @@ export default async function sessionRoutes (fastify: FastifyInstance): Promise<
       throw new AppError(403, 'MFA_REQUIRED', 'A second factor is needed: POST /auth/mfa/verify with this mfa_token and a code', NO_STORE, { mfa_token: mfaToken })
     }
     if (state.has_failures) await clearFailures(db, email, request.ip)
-    q.noteSignIn(db, user.id).catch(() => {})
     request.event = { outcome: 'success', userId: user.id, sessionId: sid }
     return await reply.headers(NO_STORE).send(signedIn(user, sid, jti, PASSWORD_ONLY))
   })
@@ -180,7 +179,6 @@ export default async function sessionRoutes (fastify: FastifyInstance): Promise<
     // Used by a concurrent verify meanwhile; else the code was used already (a replay).
     if (!live) throw tokenError('TOKEN_REVOKED', REVOKED)
     if (user === undefined) return await secondFactor.wrongCode(request, challenge.email, { userId })
-    q.noteSignIn(db, userId).catch(() => {})
     request.event = { outcome: 'codeHash' in factor ? 'recovery_code' : 'success', userId, sessionId: sid }
     return await reply.headers(NO_STORE).send(signedIn(user, sid, jti, WITH_OTP))
   })
