@@ -66,13 +66,16 @@ export async function rotateRefreshTokens (db: Db, rotations: Rotation[], ttl: n
            RETURNING r.n`,
     values: [rotations.map((r) => r.sid), rotations.map((r) => r.sub), rotations.map((r) => r.oldHash), rotations.map((r) => r.newHash), ttl]
   }
-  let rows: Array<{ n: string }>
-  try {
-    rows = (await db.query<{ n: string }>(query)).rows
-  } catch (err) {
-    // A deadlock with another statement (a sign-out of all sessions, say) rolled the batch back whole: once more.
-    if ((err as { code?: string }).code !== '40P01') throw err
-    rows = (await db.query<{ n: string }>(query)).rows
+  let rows: Array<{ n: string }> | undefined
+  for (let attempt = 1; rows === undefined; attempt++) {
+    try {
+      rows = (await db.query<{ n: string }>(query)).rows
+    } catch (err) {
+      // A deadlock with another statement (a sign-out of all sessions, say) rolled the batch back
+      // whole: again, up to three times (the other may not have taken its lock yet when the first
+      // retry comes).
+      if ((err as { code?: string }).code !== '40P01' || attempt === 3) throw err
+    }
   }
   // A session appears once in the result even when several rotations in the batch named it:
   // `n` says which one took place.
