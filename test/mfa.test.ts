@@ -299,7 +299,7 @@ t.test('turning TOTP off takes the password and a code; then sign-in asks for th
   t.equal((await post('/auth/mfa/totp', { password: PASSWORD }, headers)).statusCode, 200, 'and it can be enrolled again')
 })
 
-t.test("an operator's removal of a lost factor (the README's SQL): sign-in asks for the password only, and TOTP can be enrolled again", async (t) => {
+t.test("an operator's removal of a lost factor by SQL (what DELETE /admin/users/:id/mfa does; test/admin.test.ts calls it): sign-in asks for the password only, and TOTP can be enrolled again", async (t) => {
   const { user } = await enrolled()
   const pending = await challenge(user.email)
   await app.pg.transact(async (client) => {
