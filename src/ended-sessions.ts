@@ -15,7 +15,7 @@ import type { FastifyInstance } from 'fastify'
 // replica that died between its commit and its publish).
 
 /** The NOTIFY channel of the trigger, and the Redis channel. */
-export const CHANNEL = 'auth_session_ended'
+const CHANNEL = 'auth_session_ended'
 /** The LISTEN connections in pg_stat_activity: their last query is the LISTEN or a catch-up read (not the asking one's). */
 export const LISTENER_QUERY = "(query LIKE 'LISTEN%' OR query LIKE '%FROM ended_sessions%') AND pid <> pg_backend_pid()"
 // Short: a session ended while this replica is not listening is accepted here until it is again.

@@ -14,15 +14,15 @@ import type { Deliver, OutboxRow } from './db/outbox.js'
 const TIMEOUT_MS = 10_000
 
 /** An endpoint's outbox kind: its URL stays out of the database and the logs (it may hold a secret). */
-export const endpointKind = (url: string): string => 'webhook:' + createHash('sha256').update(url).digest('hex').slice(0, 16)
+const endpointKind = (url: string): string => 'webhook:' + createHash('sha256').update(url).digest('hex').slice(0, 16)
 
-export const webhookUrls = (config: Pick<Config, 'WEBHOOK_URLS'>): string[] => commaList(config.WEBHOOK_URLS)
+const webhookUrls = (config: Pick<Config, 'WEBHOOK_URLS'>): string[] => commaList(config.WEBHOOK_URLS)
 
 /** What is posted: the event, as queued. */
 interface Event { id: string, type: string, timestamp: string, data: Record<string, unknown> }
 
 /** The outbox handlers, one per endpoint of WEBHOOK_URLS; `closing` cuts deliveries in flight short. */
-export function webhookHandlers (config: Config, closing: AbortSignal): Record<string, Deliver> {
+function webhookHandlers (config: Config, closing: AbortSignal): Record<string, Deliver> {
   const urls = webhookUrls(config)
   if (urls.length === 0 || config.WEBHOOK_SECRET === undefined) return {}
   const signer = new Webhook(config.WEBHOOK_SECRET)
@@ -55,7 +55,7 @@ export function webhookHandlers (config: Config, closing: AbortSignal): Record<s
  * started without any (a one-off, a misconfigured replica) leaves them alone and says so. The
  * number of endpoints dropped, and of those left alone.
  */
-export async function setEndpoints (pool: Pool, config: Config): Promise<{ dropped: number, others: number }> {
+async function setEndpoints (pool: Pool, config: Config): Promise<{ dropped: number, others: number }> {
   const kinds = webhookUrls(config).map(endpointKind)
   if (kinds.length === 0) {
     const { rows } = await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM webhook_endpoints')

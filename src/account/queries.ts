@@ -44,16 +44,17 @@ export async function findUserById (db: Db, id: string): Promise<MeRow | undefin
 }
 
 /**
- * Deletes the user if the password hash is still the one that was verified: sessions and mailed
+ * Deletes the user (with `passwordHash`: only if the hash is still the one that was verified; null
+ * for an operator, DELETE /admin/users/:id): sessions and mailed
  * tokens go with it (ON DELETE CASCADE), and so does mail still queued for it. Audit rows keep the
  * user id, and never held the email. The ids of the sessions that ended, or undefined when nothing
  * was deleted.
  */
-export async function deleteUser (db: Db, id: string, passwordHash: string): Promise<string[] | undefined> {
+export async function deleteUser (db: Db, id: string, passwordHash: string | null): Promise<string[] | undefined> {
   const { rows } = await db.query<{ ended: string[] }>({
     name: 'delete-user',
     text: `WITH deleted AS (
-             DELETE FROM users WHERE id = $1 AND password_hash = $2 RETURNING id
+             DELETE FROM users WHERE id = $1 AND ($2::text IS NULL OR password_hash = $2) RETURNING id
            ), unsent AS (
              DELETE FROM outbox WHERE user_id IN (SELECT id FROM deleted)
            )

@@ -145,21 +145,6 @@ export async function endEverything (client: PoolClient, userId: string, reason:
   return [...ended, ...await end()]
 }
 
-/** Deletes the user as DELETE /auth/me does (sessions, links and queued mail go with it); the ids of the live sessions, or undefined when there is no such user. */
-export async function deleteUser (db: Db, id: string): Promise<string[] | undefined> {
-  const { rows } = await db.query<{ ended: string[] }>({
-    name: 'admin-delete-user',
-    text: `WITH deleted AS (
-             DELETE FROM users WHERE id = $1 RETURNING id
-           ), unsent AS (
-             DELETE FROM outbox WHERE user_id IN (SELECT id FROM deleted)
-           )
-           SELECT ARRAY(SELECT id FROM sessions WHERE user_id = deleted.id AND revoked_at IS NULL) AS ended FROM deleted`,
-    values: [id]
-  })
-  return rows[0]?.ended
-}
-
 /**
  * Removes the second factor: TOTP off, the secret and its recovery codes deleted, waiting sign-ins
  * void. False when there is no such user. The user row, then challenges, then the secret: a verify

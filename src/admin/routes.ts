@@ -9,13 +9,14 @@ import { errorReplies, normalEmail, NO_STORE } from '../schemas.js'
 import { mailEnabled } from '../mail.js'
 import { commaList } from '../config.js'
 import { userName } from '../account/routes.js'
+import { deleteUser } from '../account/queries.js'
 import {
   AdminUser, AuditQuery, AuditReply, CreateUserBody, IntrospectBody, IntrospectReply, ListUsersQuery, UpdateUserBody, UserParams, UsersReply
 } from './schemas.js'
 import * as q from './queries.js'
 
 /** `security` of an operation that takes an admin key. */
-export const adminAuth = [{ adminKey: [] }]
+const adminAuth = [{ adminKey: [] }]
 
 const notFound = () => new AppError(404, 'NOT_FOUND', 'No user with this id')
 const emailTaken = () => new AppError(409, 'EMAIL_TAKEN', 'An account with this email already exists')
@@ -227,7 +228,7 @@ export default async function adminRoutes (fastify: FastifyInstance): Promise<vo
       response: { 204: Type.Null({ description: 'Deleted; every session ended' }), ...errorReplies(400, 401, 404, 503) }
     }
   }, async (request, reply) => {
-    const ended = await q.deleteUser(db, request.params.id)
+    const ended = await deleteUser(db, request.params.id, null)
     if (ended === undefined) throw notFound()
     endedSessions.add(ended)
     profiles.delete(request.params.id)

@@ -6,7 +6,7 @@ const Uuid = (description: string) =>
   // A pattern, not format: 'uuid', which also lets `urn:uuid:…` through to PostgreSQL.
   Type.String({ pattern: '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$', description })
 // The query string is not coerced (the service coerces no types): a pattern, and the range in the handler.
-export const Limit = Type.String({ pattern: '^[0-9]+$', maxLength: 3, description: 'Page size, 1-100 (default 50)' })
+const Limit = Type.String({ pattern: '^[0-9]+$', maxLength: 3, description: 'Page size, 1-100 (default 50)' })
 const Cursor = Type.String({ maxLength: 200, description: 'next_cursor of the previous page' })
 const NextCursor = Type.Union([Type.String(), Type.Null()], { description: 'For the next page; null on the last' })
 const Timestamp = Type.String({ format: 'date-time' })
